@@ -1,0 +1,333 @@
+"""The `devbox` command: parse flags, call the core (boxes, gpus, sshconfig), render results.
+
+Heavy modules (docker, paramiko, textual) are imported inside commands so `devbox --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import click
+
+from devbox.errors import DevboxError, UsageError
+
+if TYPE_CHECKING:
+    from devbox.boxes import Box
+    from devbox.engine import Engine
+    from devbox.keys.keypair import Identity
+
+DEFAULT_IMAGE = "ubuntu:24.04"
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _engine(ctx: click.Context) -> Engine:
+    from devbox.engine import Engine
+
+    return Engine.connect(ctx.obj.get("host"))
+
+
+def _identity(path: str | None) -> Identity:
+    from devbox.keys.keypair import ensure_user_key, load_identity
+
+    return load_identity(Path(path)) if path else ensure_user_key()
+
+
+def _ssh_config_opt(f):
+    return click.option(
+        "--ssh-config",
+        "ssh_config",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="DEVBOX_SSH_CONFIG",
+        help="OpenSSH config to add devbox's Include to [default: ~/.ssh/config].",
+    )(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--host", envvar="DEVBOX_DOCKER_HOST", help="Docker engine URL [default: DOCKER_HOST or local]."
+)
+@click.version_option(package_name="devbox")
+@click.pass_context
+def cli(ctx: click.Context, host: str | None) -> None:
+    """Private, SSH-reachable dev containers on shared GPU servers.
+
+    \b
+      devbox up mybox --gpus 0,1 --mount ~/data:/workspace/data
+      ssh devbox-mybox            # or: devbox ssh mybox, devbox code mybox
+    """
+    ctx.obj = {"host": host}
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option(
+    "--image",
+    default=lambda: os.environ.get("DEVBOX_IMAGE", DEFAULT_IMAGE),
+    show_default=DEFAULT_IMAGE,
+    help="Base image; devbox adds sshd, tmux and sudo on top.",
+)
+@click.option("--gpus", "gpus_text", default=None, help="GPUs: 0,1 | 0-3 | GPU-uuid | all | none.")
+@click.option("--gpu-count", type=int, default=None, help="Take N free GPUs (least used first).")
+@click.option("--share-gpus", is_flag=True, help="Allow GPUs another running box holds.")
+@click.option("--mount", "mounts", multiple=True, metavar="SRC:DST[:ro|rw]", help="Bind-mount a host path.")
+@click.option("--env", "envs", multiple=True, metavar="K=V", help="Environment variable for the box.")
+@click.option(
+    "--shm-size", default="8g", show_default=True, help="/dev/shm size (DataLoader workers need it)."
+)
+@click.option("--memory", default=None, help="Memory limit, e.g. 64g.")
+@click.option("--cpus", type=float, default=None, help="CPU limit, e.g. 8.")
+@click.option("--workdir", default=None, help="Working directory in the box [default: home].")
+@click.option("--no-sudo", is_flag=True, help="Do not give the login user passwordless sudo.")
+@click.option(
+    "--identity",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Your private key to log in with [default: devbox's own ed25519 key].",
+)
+@click.option("--keep-on-failure", is_flag=True, help="Leave a box that failed to start, for debugging.")
+@click.option("--timeout", type=float, default=90.0, show_default=True, help="Seconds to wait for sshd.")
+@_ssh_config_opt
+@click.pass_context
+def up(
+    ctx: click.Context,
+    name: str | None,
+    image: str,
+    gpus_text: str | None,
+    gpu_count: int | None,
+    share_gpus: bool,
+    mounts: tuple[str, ...],
+    envs: tuple[str, ...],
+    shm_size: str,
+    memory: str | None,
+    cpus: float | None,
+    workdir: str | None,
+    no_sudo: bool,
+    identity: str | None,
+    keep_on_failure: bool,
+    timeout: float,
+    ssh_config: Path | None,
+) -> None:
+    """Create (or start) a box and wait until you can log in. NAME defaults to this directory's name."""
+    from devbox import boxes, gpus, spec
+
+    if gpus_text is not None and gpu_count is not None:
+        raise UsageError("--gpus and --gpu-count cannot be used together", "pick one")
+    selection = (
+        gpus.parse_count(gpu_count) if gpu_count is not None else gpus.parse_selection(gpus_text or "none")
+    )
+    box_spec = spec.BoxSpec(
+        name=spec.validate_name(name) if name else spec.default_name(),
+        image=image,
+        user=spec.local_user(),
+        gpus=selection,
+        share_gpus=share_gpus,
+        mounts=tuple(spec.parse_mount(m) for m in mounts),
+        env=tuple(spec.parse_env(e) for e in envs),
+        shm_size=spec.parse_size(shm_size, "--shm-size"),
+        memory=spec.parse_size(memory, "--memory") if memory else None,
+        cpus=spec.parse_cpus(cpus) if cpus is not None else None,
+        workdir=workdir,
+        sudo=not no_sudo,
+    )
+    if workdir and not workdir.startswith("/"):
+        raise UsageError(f"--workdir {workdir!r} is not an absolute path", "e.g. /workspace")
+    ident = _identity(identity)
+    engine = _engine(ctx)
+    err = _console(stderr=True)
+    with err.status(f"Bringing up {box_spec.name}…") as status:
+
+        def progress(line: str) -> None:
+            if line.startswith(("Step ", "Building", "devbox:", "Keeping")):
+                err.print(f"[dim]{line}[/dim]")
+            status.update(f"{box_spec.name}: {line[:100]}")
+
+        result = boxes.up(
+            engine,
+            box_spec,
+            ident,
+            identity_label=str(Path(identity).absolute()) if identity else "",
+            keep_on_failure=keep_on_failure,
+            ssh_config=ssh_config,
+            progress=progress,
+            timeout=timeout,
+        )
+    _report_up(result)
+
+
+def _report_up(result) -> None:
+    box = result.box
+    out = _console()
+    verb = "Created" if result.created else "Ready"
+    gpus = ",".join(box.gpus) or "none"
+    out.print(
+        f"{verb} [bold]{box.name}[/bold]: user {box.user} (uid {box.uid}), GPUs {gpus}, "
+        f"ssh on 127.0.0.1:{box.port}"
+    )
+    if result.ssh.manual_line:
+        _console(stderr=True).print(
+            f"[yellow]Could not edit {result.ssh.path}; add this line at its top:[/yellow] "
+            f"{result.ssh.manual_line}"
+        )
+    out.print(
+        f"Connect: [bold]ssh {box.alias}[/bold]   or   devbox ssh {box.name}   or   devbox code {box.name}"
+    )
+
+
+@cli.command("ls")
+@click.option("--all", "all_owners", is_flag=True, help="Show every user's boxes on this engine.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def ls_cmd(ctx: click.Context, all_owners: bool, as_json: bool) -> None:
+    """List boxes."""
+    from devbox import boxes
+    from devbox.spec import owner_name
+
+    found = boxes.list_boxes(_engine(ctx), None if all_owners else owner_name())
+    if as_json:
+        click.echo(json.dumps([_box_json(b) for b in found], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("NAME", "OWNER", "STATUS", "USER", "GPUS", "SSH", "IMAGE"):
+        table.add_column(col)
+    for b in found:
+        table.add_row(
+            b.name, b.owner, b.status, b.user, ",".join(b.gpus) or "-", f"127.0.0.1:{b.port}", b.image
+        )
+    if found:
+        _console().print(table)
+    else:
+        _console().print("No boxes. Create one with: devbox up NAME")
+
+
+def _box_json(b: Box) -> dict[str, object]:
+    return {
+        "name": b.name,
+        "owner": b.owner,
+        "status": b.status,
+        "user": b.user,
+        "uid": b.uid,
+        "gid": b.gid,
+        "gpus": list(b.gpus),
+        "port": b.port,
+        "host": "127.0.0.1",
+        "ssh_alias": b.alias,
+        "image": b.image,
+        "workdir": b.workdir,
+        "volume": b.volume,
+        "container": b.container,
+    }
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@_ssh_config_opt
+@click.pass_context
+def ssh(ctx: click.Context, name: str, command: tuple[str, ...], ssh_config: Path | None) -> None:
+    """Open a shell in a box, or run COMMAND there (devbox ssh NAME -- CMD...)."""
+    from devbox import boxes, sshconfig
+
+    box = boxes.get_box(_engine(ctx), name)
+    if not box.running:
+        raise DevboxError(f"box {name!r} is {box.status}", f"start it with `devbox start {name}`")
+    if shutil.which("ssh") is None:
+        raise DevboxError("the OpenSSH client (ssh) is not installed", "install openssh-client")
+    argv = sshconfig.ssh_command(box.alias, user_config=ssh_config) + list(command)
+    _exec(argv)
+
+
+def _exec(argv: list[str]) -> NoReturn:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvp(argv[0], argv)
+
+
+def _lifecycle(verb: str):
+    @click.argument("name")
+    @click.pass_context
+    def command(ctx: click.Context, name: str, **kwargs) -> None:
+        from devbox import boxes
+
+        engine = _engine(ctx)
+        if verb == "stop":
+            box = boxes.stop(engine, name)
+        else:
+            current = boxes.get_box(engine, name)
+            ident = _identity(current.identity or None)
+            fn = boxes.start if verb == "start" else boxes.restart
+            with _console(stderr=True).status(f"{verb.capitalize()}ing {name}…"):
+                box = fn(engine, name, ident, **kwargs)
+        _console().print(f"{name}: {box.status}")
+
+    return command
+
+
+cli.command("stop", help="Stop a box (its GPUs become free; files in home stay).")(_lifecycle("stop"))
+cli.command("start", help="Start a stopped box and wait until you can log in.")(
+    click.option("--share-gpus", is_flag=True, help="Start even if another box holds its GPUs.")(
+        _lifecycle("start")
+    )
+)
+cli.command("restart", help="Restart a box and wait until you can log in.")(_lifecycle("restart"))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--purge", is_flag=True, help="Also delete the box's home volume.")
+@_ssh_config_opt
+@click.pass_context
+def rm(ctx: click.Context, name: str, purge: bool, ssh_config: Path | None) -> None:
+    """Remove a box. Its home volume is kept (a later `up` gets it back) unless --purge."""
+    from devbox import boxes
+
+    box = boxes.rm(_engine(ctx), name, purge=purge, ssh_config=ssh_config)
+    kept = "" if purge else f" (home volume {box.volume} kept; --purge deletes it)"
+    _console().print(f"Removed {name}{kept}")
+
+
+def main() -> None:
+    """Entry point: run the CLI; DevboxError and its kin become one line and an exit code."""
+    try:
+        cli.main(standalone_mode=False)
+    except DevboxError as exc:
+        _fail(exc.message, exc.hint, exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        _fail("interrupted", None, 130)
+    except Exception as exc:  # noqa: BLE001 - last resort: library errors we did not anticipate
+        if _is_library_error(exc):
+            _fail(" ".join(str(exc).split())[:300], "run again; if it persists, report it", 1)
+        raise
+
+
+def _is_library_error(exc: Exception) -> bool:
+    module = type(exc).__module__.split(".")[0]
+    return module in ("docker", "paramiko", "requests", "urllib3") or isinstance(exc, OSError)
+
+
+def _fail(message: str, hint: str | None, code: int) -> NoReturn:
+    from rich.markup import escape
+
+    line = f"[red]error:[/red] {escape(message)}" + (f" [dim]— {escape(hint)}[/dim]" if hint else "")
+    _console(stderr=True).print(line)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The devbox layer: build `images/` on top of any base image, once per (base image, layer files)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+
+from devbox import __version__
+from devbox.engine import LABEL_PREFIX, Engine, describe_error
+from devbox.errors import DevboxError, UsageError
+
+LAYER_FILES = ("Dockerfile", "install.sh", "entrypoint.sh")
+IMAGE_REPO = "devbox-layer"
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LayerImage:
+    tag: str
+    base: str
+    built: bool  # False when the cached image was reused
+
+
+def layer_files() -> dict[str, bytes]:
+    root = resources.files("devbox.images")
+    return {name: (root / name).read_bytes() for name in LAYER_FILES}
+
+
+def layer_tag(base_id: str, files: dict[str, bytes]) -> str:
+    """Same base image + same layer files → same tag, so a second `up` builds nothing."""
+    h = hashlib.sha256(base_id.encode())
+    for name in sorted(files):
+        h.update(b"\0" + name.encode() + b"\0" + files[name])
+    return f"{IMAGE_REPO}:{h.hexdigest()[:24]}"
+
+
+def ensure_image(engine: Engine, base: str, progress: Progress = lambda _line: None) -> LayerImage:
+    base_id = _base_image_id(engine, base, progress)
+    files = layer_files()
+    tag = layer_tag(base_id, files)
+    import docker
+
+    try:
+        engine.client.images.get(tag)
+        return LayerImage(tag, base, built=False)
+    except docker.errors.ImageNotFound:
+        pass
+    progress(f"Building the devbox layer on {base} (once per base image)")
+    _build(engine, base, tag, files, progress)
+    return LayerImage(tag, base, built=True)
+
+
+def _base_image_id(engine: Engine, base: str, progress: Progress) -> str:
+    import docker
+
+    try:
+        return engine.client.images.get(base).id
+    except docker.errors.ImageNotFound:
+        pass
+    except docker.errors.APIError as exc:
+        raise UsageError(f"invalid image {base!r}: {describe_error(exc)}", "check the image name") from None
+    progress(f"Pulling {base}")
+    try:
+        return engine.client.images.pull(base).id
+    except docker.errors.DockerException as exc:
+        raise UsageError(
+            f"image {base!r} is not on the engine and could not be pulled: {describe_error(exc)}",
+            "check the name, or `docker pull`/`docker build` it first",
+        ) from None
+
+
+def _context_tar(files: dict[str, bytes]) -> io.BytesIO:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o755 if name.endswith(".sh") else 0o644
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf
+
+
+def _build(engine: Engine, base: str, tag: str, files: dict[str, bytes], progress: Progress) -> None:
+    import docker
+
+    log: list[str] = []
+    try:
+        stream = engine.client.api.build(
+            fileobj=_context_tar(files),
+            custom_context=True,
+            tag=tag,
+            buildargs={"BASE_IMAGE": base},
+            labels={f"{LABEL_PREFIX}base": base, f"{LABEL_PREFIX}version": __version__},
+            pull=False,
+            rm=True,
+            forcerm=True,
+            decode=True,
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                raise DevboxError(_build_failure(base, chunk["error"], log))
+            for line in chunk.get("stream", "").splitlines():
+                if line.strip():
+                    log.append(line.rstrip())
+                    progress(line.rstrip())
+    except docker.errors.DockerException as exc:
+        raise DevboxError(_build_failure(base, describe_error(exc), log)) from None
+
+
+def _build_failure(base: str, error: str, log: list[str]) -> str:
+    # The install script says why on a line starting with "devbox: cannot"; that beats
+    # Docker's "returned a non-zero code".
+    reason = next((ln for ln in reversed(log) if ln.startswith("devbox: cannot")), None)
+    detail = reason or " ".join(error.split())
+    tail = " | ".join(log[-3:])
+    return f"building the devbox layer on {base} failed: {detail}" + (
+        f" (last output: {tail})" if tail else ""
+    )

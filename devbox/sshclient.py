@@ -1,0 +1,109 @@
+"""paramiko connections to a box, verified against devbox's pinned known_hosts (never trust on first use)."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from devbox.errors import DevboxError
+from devbox.keys import known_hosts
+from devbox.keys.keypair import Identity
+
+if TYPE_CHECKING:
+    import paramiko
+
+
+@dataclass(frozen=True)
+class Target:
+    alias: str  # the HostKeyAlias the host key is pinned under
+    port: int
+    user: str
+    host: str = "127.0.0.1"
+
+
+def connect(target: Target, identity: Identity, timeout: float = 10.0) -> paramiko.SSHClient:
+    """Log in with the user's key; a host key other than the pinned one raises BadHostKeyException."""
+    import paramiko
+
+    pinned = known_hosts.lookup(target.alias)
+    if pinned is None:
+        raise DevboxError(f"no pinned host key for {target.alias}", "run `devbox up` for the box again")
+    keytype, blob = pinned.split()[:2]
+    client = paramiko.SSHClient()
+    hostname = target.host if target.port == 22 else f"[{target.host}]:{target.port}"
+    client.get_host_keys().add(
+        hostname, keytype, paramiko.PKey.from_type_string(keytype, base64.b64decode(blob))
+    )
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        client.connect(
+            target.host,
+            port=target.port,
+            username=target.user,
+            **_auth_args(identity),
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+        )
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def _auth_args(identity: Identity) -> dict[str, object]:
+    import paramiko
+
+    try:
+        return {
+            "pkey": paramiko.PKey.from_path(identity.private_path),
+            "look_for_keys": False,
+            "allow_agent": False,
+        }
+    except paramiko.PasswordRequiredException:
+        # An encrypted key is the user's own (--identity): their agent holds it unlocked.
+        return {"look_for_keys": False, "allow_agent": True}
+
+
+def wait_ready(
+    target: Target, identity: Identity, timeout: float, still_running: Callable[[], str | None]
+) -> None:
+    """Return once a key login succeeds; `still_running` returns why the box died, or None."""
+    import paramiko
+
+    deadline = time.monotonic() + timeout
+    last_error = "no answer"
+    while time.monotonic() < deadline:
+        dead = still_running()
+        if dead:
+            raise DevboxError(dead)
+        try:
+            connect(target, identity, timeout=5.0).close()
+            return
+        except paramiko.BadHostKeyException:
+            raise DevboxError(
+                f"{target.alias} presented a host key that is not the one devbox pinned",
+                "someone may be intercepting the connection; "
+                "recreate the box with `devbox rm` and `devbox up`",
+            ) from None
+        except paramiko.AuthenticationException as exc:
+            raise DevboxError(f"{target.alias} refused devbox's key: {exc}") from None
+        except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
+            # Docker's proxy accepts connections before sshd listens: retry until sshd answers.
+            last_error = str(exc) or type(exc).__name__
+        time.sleep(0.3)
+    raise DevboxError(f"sshd in {target.alias} did not answer within {timeout:.0f}s ({last_error})")
+
+
+def run(target: Target, identity: Identity, command: str, timeout: float = 60.0) -> tuple[int, str, str]:
+    """Run one command in the box; returns (exit status, stdout, stderr)."""
+    client = connect(target, identity)
+    try:
+        _stdin, stdout, stderr = client.exec_command(command, timeout=timeout)
+        out, err = stdout.read().decode(errors="replace"), stderr.read().decode(errors="replace")
+        return stdout.channel.recv_exit_status(), out, err
+    finally:
+        client.close()

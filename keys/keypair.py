@@ -1,0 +1,82 @@
+"""Ed25519 key pairs in OpenSSH format: the user's login key and each box's host key."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from devbox import paths
+from devbox.errors import UsageError
+from devbox.files import atomic_write, locked
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private_openssh: bytes
+    public_line: str  # "ssh-ed25519 AAAA... comment", as it goes into authorized_keys
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The key the user logs in with: a private key file and its public line."""
+
+    private_path: Path
+    public_line: str
+
+
+def generate_ed25519(comment: str) -> KeyPair:
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return KeyPair(private, f"{public.decode()} {comment}".strip())
+
+
+def public_key_blob(public_line: str) -> str:
+    """'ssh-ed25519 AAAA...' without the comment: what known_hosts and comparisons use."""
+    parts = public_line.split()
+    return " ".join(parts[:2])
+
+
+def ensure_user_key(path: Path | None = None) -> Identity:
+    """Return devbox's own login key, creating it (0600, in a 0700 dir) on first use."""
+    path = path or paths.user_key_path()
+    paths.ensure_private_dir(path.parent)
+    pub = path.with_name(path.name + ".pub")
+    with locked(path):
+        if not path.exists():
+            pair = generate_ed25519(f"devbox-{getpass.getuser()}@{socket.gethostname()}")
+            atomic_write(path, pair.private_openssh, 0o600)
+            atomic_write(pub, pair.public_line + "\n", 0o644)
+        elif not pub.exists():
+            atomic_write(pub, _public_line_from_private(path) + "\n", 0o644)
+    return Identity(path, pub.read_text().strip())
+
+
+def load_identity(path: Path) -> Identity:
+    """Use the user's own key (`--identity PATH`): its .pub, or the public half of an unencrypted key."""
+    path = path.expanduser().absolute()
+    if not path.is_file():
+        raise UsageError(f"identity file {path} does not exist", "pass the private key file to --identity")
+    pub = path.with_name(path.name + ".pub")
+    if pub.is_file():
+        return Identity(path, pub.read_text().strip())
+    return Identity(path, _public_line_from_private(path))
+
+
+def _public_line_from_private(path: Path) -> str:
+    try:
+        key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(
+            f"cannot read the public key of {path}: {exc}",
+            f"put its public key next to it as {path}.pub",
+        ) from None
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return public.decode()

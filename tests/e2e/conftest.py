@@ -1,0 +1,218 @@
+"""End-to-end fixtures: a real dockerd (started by tests/run.sh), an ordinary user in the docker
+group driving the real `devbox` CLI through runuser, a temporary HOME, and cleanup of every
+container, volume and image tag the tests create."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import paramiko
+import pytest
+
+REQUIRED = (
+    "DOCKER_HOST",
+    "DEVBOX_TEST_USER",
+    "DEVBOX_TEST_VENV",
+    "DEVBOX_TEST_GPU_PATH",
+    "DEVBOX_TEST_IMAGE",
+    "DEVBOX_TEST_MIN_IMAGE",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def env() -> dict[str, str]:
+    missing = [k for k in REQUIRED if not os.environ.get(k)]
+    if missing:
+        pytest.fail(
+            f"e2e tests need {', '.join(missing)}: run them through `bash tests/run.sh`", pytrace=False
+        )
+    return {k: os.environ[k] for k in REQUIRED}
+
+
+@pytest.fixture(scope="session")
+def client(env: dict[str, str]) -> Iterator[docker.DockerClient]:
+    c = docker.DockerClient(base_url=env["DOCKER_HOST"])
+    images_before = {t for img in c.images.list() for t in img.tags}
+    yield c
+    _cleanup(c, images_before)
+    c.close()
+
+
+def _cleanup(c: docker.DockerClient, images_before: set[str]) -> None:
+    for ct in c.containers.list(all=True, filters={"label": "devbox.name"}):
+        ct.remove(force=True)
+    for ct in c.containers.list(all=True, filters={"label": "devbox.lock"}):
+        ct.remove(force=True)
+    for vol in c.volumes.list(filters={"label": "devbox.name"}):
+        vol.remove(force=True)
+    for img in c.images.list():
+        for tag in img.tags:
+            if tag not in images_before:
+                c.images.remove(tag, force=True)
+
+
+@dataclass
+class User:
+    """The unprivileged test user, with a fresh HOME, running devbox as a person would."""
+
+    name: str
+    uid: int
+    gid: int
+    home: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def environ(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {**self.env, **(extra or {})}
+
+    def run(
+        self,
+        *argv: str,
+        extra_env: dict[str, str] | None = None,
+        timeout: float = 600,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = ["runuser", "-u", self.name, "--", "env", "-i"]
+        cmd += [f"{k}={v}" for k, v in self.environ(extra_env).items()]
+        return subprocess.run(
+            cmd + list(argv), capture_output=True, text=True, timeout=timeout, input=input, cwd=self.home
+        )
+
+    def devbox(self, *args: str, **kw) -> subprocess.CompletedProcess[str]:
+        return self.run(str(Path(self.env["DEVBOX_VENV"]) / "bin" / "devbox"), *args, **kw)
+
+    def ok(self, *args: str, **kw) -> subprocess.CompletedProcess[str]:
+        proc = self.devbox(*args, **kw)
+        assert proc.returncode == 0, (
+            f"devbox {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
+        )
+        return proc
+
+    def ssh(
+        self, alias: str, *command: str, options: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess[str]:
+        return self.run(
+            "ssh", "-F", str(self.ssh_config), "-o", "BatchMode=yes", *options, alias, *command, timeout=60
+        )
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.home / ".ssh" / "config"
+
+    @property
+    def key_path(self) -> Path:
+        return self.home / ".config" / "devbox" / "id_ed25519"
+
+    def paramiko(
+        self,
+        port: int,
+        username: str | None = None,
+        key: paramiko.PKey | None = None,
+        host_key: tuple[str, str] | None = None,
+    ) -> paramiko.SSHClient:
+        """A real paramiko login against the box's pinned host key."""
+        client = paramiko.SSHClient()
+        keytype, blob = host_key or self.pinned_host_key(port)
+        client.get_host_keys().add(
+            f"[127.0.0.1]:{port}",
+            keytype,
+            paramiko.PKey.from_type_string(keytype, __import__("base64").b64decode(blob)),
+        )
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.connect(
+            "127.0.0.1",
+            port=port,
+            username=username or self.box_user,
+            pkey=key or self.pkey(),
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=10,
+        )
+        return client
+
+    @property
+    def box_user(self) -> str:
+        return self.name
+
+    def pkey(self) -> paramiko.PKey:
+        return paramiko.PKey.from_path(self.key_path)
+
+    def pinned_host_key(self, port: int) -> tuple[str, str]:
+        alias = self.alias_for_port(port)
+        for line in (self.home / ".config" / "devbox" / "known_hosts").read_text().splitlines():
+            host, keytype, blob = line.split()[:3]
+            if host == alias:
+                return keytype, blob
+        raise AssertionError(f"no pinned key for {alias}")
+
+    def alias_for_port(self, port: int) -> str:
+        c = docker.DockerClient(base_url=self.env["DOCKER_HOST"])
+        for ct in c.containers.list(all=True, filters={"label": f"devbox.port={port}"}):
+            return f"devbox-{ct.labels['devbox.name']}"
+        raise AssertionError(f"no box on port {port}")
+
+
+def make_user(env: dict[str, str]) -> User:
+    pw = pwd.getpwnam(env["DEVBOX_TEST_USER"])
+    home = Path(tempfile.mkdtemp(prefix="devbox-e2e-home-", dir="/tmp"))
+    os.chown(home, pw.pw_uid, pw.pw_gid)
+    home.chmod(0o700)
+    user_env = {
+        "HOME": str(home),
+        "USER": pw.pw_name,
+        "LOGNAME": pw.pw_name,
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "DOCKER_HOST": env["DOCKER_HOST"],
+        "PATH": f"{env['DEVBOX_TEST_GPU_PATH']}:{env['DEVBOX_TEST_VENV']}/bin:/usr/local/bin:/usr/bin:/bin",
+        "DEVBOX_IMAGE": env["DEVBOX_TEST_IMAGE"],
+        "DEVBOX_VENV": env["DEVBOX_TEST_VENV"],
+        "LANG": "C.UTF-8",
+        "COLUMNS": "200",
+    }
+    return User(pw.pw_name, pw.pw_uid, pw.pw_gid, home, user_env)
+
+
+@pytest.fixture(scope="module")
+def user(env: dict[str, str], client: docker.DockerClient) -> Iterator[User]:
+    u = make_user(env)
+    yield u
+    for ct in client.containers.list(all=True, filters={"label": f"devbox.owner={u.name}"}):
+        ct.remove(force=True)
+    shutil.rmtree(u.home, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_user(env: dict[str, str], client: docker.DockerClient) -> Iterator[User]:
+    """A user with an empty HOME for tests that must start from nothing."""
+    u = make_user(env)
+    yield u
+    shutil.rmtree(u.home, ignore_errors=True)
+
+
+@pytest.fixture
+def name() -> str:
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+def box_container(client: docker.DockerClient, name: str):
+    found = client.containers.list(all=True, filters={"label": f"devbox.name={name}"})
+    assert found, f"no container for box {name}"
+    return found[0]
+
+
+def devbox_containers(client: docker.DockerClient, name: str) -> list:
+    return client.containers.list(all=True, filters={"label": f"devbox.name={name}"})
