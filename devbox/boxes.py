@@ -14,8 +14,9 @@ from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING
 
-from devbox import __version__, gpus, sshclient, sshconfig
-from devbox.engine import LABEL_PREFIX, Engine, describe_error
+from devbox import __version__, allocation, gpus, paths, sshclient, sshconfig, vscode
+from devbox.allocation import RUNNING_STATES
+from devbox.engine import Engine, L, describe_error
 from devbox.errors import DevboxError, NotFoundError, UsageError
 from devbox.image import ensure_image
 from devbox.keys import known_hosts
@@ -26,12 +27,7 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 Progress = Callable[[str], None]
-RUNNING_STATES = ("running", "restarting", "paused")
 READY_TIMEOUT_S = 90.0
-
-
-def L(key: str) -> str:  # noqa: N802 - short on purpose: labels are spelled out everywhere below
-    return LABEL_PREFIX + key
 
 
 @dataclass(frozen=True)
@@ -160,7 +156,7 @@ def up(
                 with contextlib.suppress(Exception):
                     undo()
         raise
-    include = _publish_ssh_entry(box, identity, ssh_config)
+    include = _publish_ssh_entry(box, ssh_config)
     return UpResult(get_box(engine, spec.name, owner), created=True, built=layer.built, ssh=include)
 
 
@@ -186,9 +182,9 @@ def _up_existing(
     box = Box.from_container(container)
     if not box.running:
         progress(f"Starting {spec.name}")
-        _start_checked(engine, container, share=spec.share_gpus)
+        allocation.start_checked(engine, container, share=spec.share_gpus)
     _wait_ready(engine, box, identity, timeout)
-    include = _publish_ssh_entry(box, identity, ssh_config)
+    include = _publish_ssh_entry(box, ssh_config)
     return UpResult(get_box(engine, spec.name), created=False, built=False, ssh=include)
 
 
@@ -209,7 +205,7 @@ def _create_and_start(
     # GPUs are chosen, claimed (labels) and started under one engine-wide lock, so concurrent
     # `up`s of any user on this engine can never pick the same GPU.
     with engine.lock("gpus", image):
-        device_ids = _choose_gpus(engine, spec)
+        device_ids = allocation.choose(engine, spec)
         for attempt in range(3):
             port = _free_port(engine)
             container = engine.client.containers.create(
@@ -342,75 +338,6 @@ def _free_port(engine: Engine) -> int:
     raise DevboxError("could not find a free port on 127.0.0.1")
 
 
-# ---------------------------------------------------------------- GPUs
-
-
-def _inventory(engine: Engine, required: bool) -> gpus.Inventory | None:
-    """The engine host's GPUs; None when it has no nvidia-smi and the caller can do without."""
-    try:
-        return gpus.read_inventory(engine.run_on_host)
-    except DevboxError:
-        if required:
-            raise
-        return None
-
-
-def held_gpus(engine: Engine, inventory: gpus.Inventory | None, exclude: str | None = None) -> dict[str, str]:
-    """GPU index → 'owner/name' of the running box holding it (any owner)."""
-    held: dict[str, str] = {}
-    for c in engine.boxes():
-        if c.status not in RUNNING_STATES or c.id == exclude:
-            continue
-        holder = f"{c.labels.get(L('owner'), '?')}/{c.labels[L('name')]}"
-        label = c.labels.get(L("gpus"), "")
-        ids = (
-            [str(g.index) for g in inventory.gpus]
-            if label == "all" and inventory
-            else gpus.parse_label(label)
-        )
-        for gpu in ids:
-            held.setdefault(gpu, holder)
-    return held
-
-
-def _choose_gpus(engine: Engine, spec: BoxSpec) -> tuple[str, ...]:
-    if spec.gpus.kind == "none":
-        return ()
-    # Plain indices work on a host without nvidia-smi (the user may know better than the
-    # inventory); `all`, UUIDs and counts need to know what is there.
-    inventory = _inventory(engine, required=spec.gpus.kind != "indices")
-    held = {} if spec.share_gpus else held_gpus(engine, inventory)
-    if spec.gpus.kind == "count":
-        return gpus.pick_free(inventory, held, spec.gpus.gpu_count)
-    wanted = gpus.resolve(spec.gpus, inventory)
-    _refuse_conflicts(wanted, held)
-    return wanted
-
-
-def _refuse_conflicts(wanted: tuple[str, ...], held: dict[str, str]) -> None:
-    conflicts = gpus.find_conflicts(wanted, held)
-    if conflicts:
-        raise gpus.conflict_error(conflicts)
-
-
-def _start_checked(engine: Engine, container: Container, share: bool) -> None:
-    """Start a stopped box unless another running box holds its GPUs meanwhile."""
-    import docker
-
-    image = container.attrs["Config"]["Image"]
-    with engine.lock("gpus", image):
-        wanted = gpus.parse_label(container.labels.get(L("gpus"), ""))
-        if wanted and not share and container.labels.get(L("share-gpus")) != "1":
-            _refuse_conflicts(wanted, held_gpus(engine, _inventory(engine, False), exclude=container.id))
-        try:
-            container.start()
-        except docker.errors.APIError as exc:
-            raise DevboxError(
-                f"cannot start {container.labels[L('name')]}: {describe_error(exc)}",
-                "if its port is taken by another program, recreate the box (`devbox rm` then `devbox up`)",
-            ) from None
-
-
 def _wait_ready(engine: Engine, box: Box, identity: Identity, timeout: float) -> None:
     import docker
 
@@ -435,17 +362,38 @@ def _log_tail(container: Container, lines: int = 5) -> str:
     return " | ".join(text.splitlines()) or "(empty)"
 
 
-def _publish_ssh_entry(box: Box, identity: Identity, ssh_config: Path | None) -> sshconfig.IncludeResult:
-    from devbox import paths
-
-    entry = sshconfig.HostEntry(
+def ssh_entry(box: Box) -> sshconfig.HostEntry:
+    """The OpenSSH block for `box`: its port, user, key and pinned known_hosts."""
+    return sshconfig.HostEntry(
         alias=box.alias,
         port=box.port,
         user=box.user,
-        identity_file=identity.private_path,
+        identity_file=Path(box.identity) if box.identity else paths.user_key_path(),
         known_hosts=paths.known_hosts_path(),
     )
-    return sshconfig.upsert(entry, user_config=ssh_config)
+
+
+def _publish_ssh_entry(box: Box, ssh_config: Path | None) -> sshconfig.IncludeResult:
+    result = sshconfig.upsert(ssh_entry(box), user_config=ssh_config)
+    _tell_vscode(box.alias)
+    return result
+
+
+def _tell_vscode(alias: str) -> vscode.SettingsResult | None:
+    """Spare VS Code's "select the platform" prompt, where VS Code is installed."""
+    settings = vscode.settings_path()
+    if not settings.parent.is_dir():
+        return None
+    return vscode.ensure_remote_platform(alias, settings)
+
+
+def sync_ssh(engine: Engine, ssh_config: Path | None = None) -> tuple[sshconfig.IncludeResult, list[Box]]:
+    """Rewrite devbox's ssh config from Docker's labels: one block per box of this owner."""
+    mine = list_boxes(engine, owner_name())
+    result = sshconfig.sync([ssh_entry(b) for b in mine], user_config=ssh_config)
+    for b in mine:
+        _tell_vscode(b.alias)
+    return result, mine
 
 
 # ---------------------------------------------------------------- start / stop / restart / rm
@@ -463,9 +411,9 @@ def start(
     container = _container(engine, name, owner_name())
     box = Box.from_container(container)
     if not box.running:
-        _start_checked(engine, container, share_gpus)
+        allocation.start_checked(engine, container, share_gpus)
     _wait_ready(engine, box, identity, timeout)
-    _publish_ssh_entry(box, identity, ssh_config)
+    _publish_ssh_entry(box, ssh_config)
     return get_box(engine, name)
 
 
@@ -489,6 +437,8 @@ def rm(engine: Engine, name: str, *, purge: bool = False, ssh_config: Path | Non
     container.remove(force=True)
     sshconfig.remove(box.alias, user_config=ssh_config)
     known_hosts.unpin(box.alias)
+    if vscode.settings_path().parent.is_dir():
+        vscode.remove_remote_platform(box.alias)
     if purge and box.volume:
         try:
             engine.client.volumes.get(box.volume).remove(force=True)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -173,11 +175,7 @@ def _report_up(result) -> None:
         f"{verb} [bold]{box.name}[/bold]: user {box.user} (uid {box.uid}), GPUs {gpus}, "
         f"ssh on 127.0.0.1:{box.port}"
     )
-    if result.ssh.manual_line:
-        _console(stderr=True).print(
-            f"[yellow]Could not edit {result.ssh.path}; add this line at its top:[/yellow] "
-            f"{result.ssh.manual_line}"
-        )
+    _report_include(result.ssh)
     out.print(
         f"Connect: [bold]ssh {box.alias}[/bold]   or   devbox ssh {box.name}   or   devbox code {box.name}"
     )
@@ -236,7 +234,10 @@ def _box_json(b: Box) -> dict[str, object]:
 @_ssh_config_opt
 @click.pass_context
 def ssh(ctx: click.Context, name: str, command: tuple[str, ...], ssh_config: Path | None) -> None:
-    """Open a shell in a box, or run COMMAND there (devbox ssh NAME -- CMD...)."""
+    """Open a shell in a box, or run COMMAND there: `devbox ssh NAME -- CMD ARG...`.
+
+    Several words run as that exact argv; a single word is a shell command line ('echo $HOME').
+    """
     from devbox import boxes, sshconfig
 
     box = boxes.get_box(_engine(ctx), name)
@@ -244,7 +245,8 @@ def ssh(ctx: click.Context, name: str, command: tuple[str, ...], ssh_config: Pat
         raise DevboxError(f"box {name!r} is {box.status}", f"start it with `devbox start {name}`")
     if shutil.which("ssh") is None:
         raise DevboxError("the OpenSSH client (ssh) is not installed", "install openssh-client")
-    argv = sshconfig.ssh_command(box.alias, user_config=ssh_config) + list(command)
+    remote = [command[0]] if len(command) == 1 else ([shlex.join(command)] if command else [])
+    argv = sshconfig.ssh_command(box.alias, user_config=ssh_config) + remote
     _exec(argv)
 
 
@@ -295,6 +297,89 @@ def rm(ctx: click.Context, name: str, purge: bool, ssh_config: Path | None) -> N
     box = boxes.rm(_engine(ctx), name, purge=purge, ssh_config=ssh_config)
     kept = "" if purge else f" (home volume {box.volume} kept; --purge deletes it)"
     _console().print(f"Removed {name}{kept}")
+
+
+@cli.command("ssh-config")
+@click.argument("name", required=False)
+@_ssh_config_opt
+@click.pass_context
+def ssh_config_cmd(ctx: click.Context, name: str | None, ssh_config: Path | None) -> None:
+    """Print NAME's OpenSSH block, or (no NAME) re-sync every block from Docker's labels."""
+    from devbox import boxes, sshconfig
+
+    engine = _engine(ctx)
+    if name:
+        box = boxes.get_box(engine, name)
+        click.echo(sshconfig.render_block(boxes.ssh_entry(box), sshconfig.control_dir()), nl=False)
+        return
+    result, synced = boxes.sync_ssh(engine, ssh_config)
+    _console().print(f"{len(synced)} box(es) in {sshconfig.managed_config_path()}")
+    _report_include(result)
+
+
+def _report_include(result) -> None:
+    if result.manual_line:
+        _console(stderr=True).print(
+            f"[yellow]Could not edit {result.path}; add this line at its top:[/yellow] {result.manual_line}"
+        )
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("path", required=False)
+@click.pass_context
+def code(ctx: click.Context, name: str, path: str | None) -> None:
+    """Open VS Code (Remote-SSH) on a box, at PATH or the box's workdir."""
+    from devbox import boxes, vscode
+
+    box = boxes.get_box(_engine(ctx), name)
+    target = path or box.workdir
+    argv = vscode.code_command(box.alias, target)
+    if shutil.which("code") is None:
+        _console().print(
+            f"VS Code's `code` command is not on PATH. Run: {' '.join(argv)}\n"
+            f"or open: {vscode.code_uri(box.alias, target)}"
+        )
+        return
+    sys.exit(subprocess.run(argv).returncode)
+
+
+@cli.command("gpus")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def gpus_cmd(ctx: click.Context, as_json: bool) -> None:
+    """The engine host's GPUs: memory, utilization, and which box (owner/name) holds each."""
+    from devbox import allocation, gpus
+
+    report = allocation.report(_engine(ctx))
+    if as_json:
+        data = gpus.inventory_to_json(report.inventory, report.holders)
+        for gpu in data["gpus"]:
+            for proc in gpu["processes"]:
+                proc["box"] = report.pid_owners.get(proc["pid"])
+        data["docker_gpus"] = report.docker_gpus
+        click.echo(json.dumps(data, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("GPU", "NAME", "MEMORY", "UTIL", "HELD BY", "PROCESSES", "UUID"):
+        table.add_column(col)
+    for row in gpus.gpu_rows(report.inventory, report.holders):
+        table.add_row(row.index, row.name, row.memory, row.util, row.holder or "-", row.pids or "-", row.uuid)
+    out = _console()
+    out.print(table)
+    for proc in report.foreign_processes():
+        out.print(
+            f"[yellow]pid {proc.pid} ({proc.process_name}) uses {proc.gpu_uuid} outside any devbox[/yellow]"
+        )
+    if report.docker_gpus is False:
+        out.print(
+            "[red]Docker on this host cannot pass GPUs to containers[/red] — "
+            "install the NVIDIA Container Toolkit"
+        )
+    elif report.docker_gpus is None:
+        out.print("[dim]Could not tell whether Docker can pass GPUs to containers.[/dim]")
 
 
 def main() -> None:

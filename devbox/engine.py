@@ -20,7 +20,12 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 LABEL_PREFIX = "devbox."
-LOCK_STALE_S = 120.0  # a lock older than this belongs to a devbox run that died
+LOCK_STALE_S = 120.0
+
+
+def L(key: str) -> str:  # noqa: N802 - short on purpose: label names are spelled out wherever used
+    """The full Docker label name for a devbox key: L("gpus") == "devbox.gpus"."""
+    return LABEL_PREFIX + key  # a lock older than this belongs to a devbox run that died
 
 
 @dataclass

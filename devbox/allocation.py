@@ -1,0 +1,156 @@
+"""Which box holds which GPU on an engine, and taking GPUs without colliding with anyone.
+
+Holders come from Docker labels of running boxes (any owner). Choosing, claiming (creating the
+labelled container) and starting happen under one engine-wide lock, so concurrent `up`/`start`
+runs — of one user or of several, from one client or several — never end up on the same GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from devbox import gpus
+from devbox.engine import Engine, L, describe_error
+from devbox.errors import DevboxError
+
+if TYPE_CHECKING:
+    from docker.models.containers import Container
+
+    from devbox.spec import BoxSpec
+
+RUNNING_STATES = ("running", "restarting", "paused")
+LOCK = "gpus"
+
+
+def inventory(engine: Engine, required: bool) -> gpus.Inventory | None:
+    """The engine host's GPUs; None when it has no nvidia-smi and the caller can do without."""
+    try:
+        return gpus.read_inventory(engine.run_on_host)
+    except DevboxError:
+        if required:
+            raise
+        return None
+
+
+def _holder(c: Container) -> str:
+    return f"{c.labels.get(L('owner'), '?')}/{c.labels[L('name')]}"
+
+
+def held_gpus(engine: Engine, inv: gpus.Inventory | None, exclude: str | None = None) -> dict[str, str]:
+    """GPU index → 'owner/name' of the running box holding it (any owner)."""
+    held: dict[str, str] = {}
+    for c in engine.boxes():
+        if c.status not in RUNNING_STATES or c.id == exclude:
+            continue
+        label = c.labels.get(L("gpus"), "")
+        ids = [str(i) for i in inv.indices()] if label == gpus.ALL and inv else gpus.parse_label(label)
+        for gpu in ids:
+            held.setdefault(gpu, _holder(c))
+    return held
+
+
+def choose(engine: Engine, spec: BoxSpec) -> tuple[str, ...]:
+    """The device IDs `spec` gets; call with the engine lock held. Raises naming the holders."""
+    if spec.gpus.kind == "none":
+        return ()
+    # Plain indices work on a host without nvidia-smi (the user may know better than the
+    # inventory); `all`, UUIDs and counts need to know what is there.
+    inv = inventory(engine, required=spec.gpus.kind != "indices")
+    held = {} if spec.share_gpus else held_gpus(engine, inv)
+    if spec.gpus.kind == "count":
+        assert inv is not None
+        return gpus.pick_free(inv, held, spec.gpus.gpu_count)
+    wanted = gpus.resolve(spec.gpus, inv)
+    refuse_conflicts(wanted, held)
+    return wanted
+
+
+def refuse_conflicts(wanted: tuple[str, ...], held: dict[str, str]) -> None:
+    conflicts = gpus.find_conflicts(wanted, held)
+    if conflicts:
+        raise gpus.conflict_error(conflicts)
+
+
+def start_checked(engine: Engine, container: Container, share: bool) -> None:
+    """Start a stopped box unless another running box took its GPUs meanwhile."""
+    import docker
+
+    with engine.lock(LOCK, container.attrs["Config"]["Image"]):
+        wanted = gpus.parse_label(container.labels.get(L("gpus"), ""))
+        if wanted and not share and container.labels.get(L("share-gpus")) != "1":
+            inv = inventory(engine, required=False)
+            if wanted == (gpus.ALL,) and inv:
+                wanted = tuple(str(i) for i in inv.indices())
+            refuse_conflicts(wanted, held_gpus(engine, inv, exclude=container.id))
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            raise DevboxError(
+                f"cannot start {container.labels[L('name')]}: {describe_error(exc)}",
+                "if its port is taken by another program, recreate the box (`devbox rm` then `devbox up`)",
+            ) from None
+
+
+@dataclass(frozen=True)
+class GpuReport:
+    """What `devbox gpus` shows: the inventory, who holds what, and whose processes run where."""
+
+    inventory: gpus.Inventory
+    holders: dict[str, str]  # GPU index → owner/name
+    pid_owners: dict[int, str]  # host PID → owner/name, for GPU processes inside boxes
+    docker_gpus: bool | None  # can this engine pass GPUs to containers? None: could not tell
+
+    def foreign_processes(self) -> list[gpus.GpuProcess]:
+        """GPU processes no devbox owns: someone training outside devbox."""
+        return [p for p in self.inventory.processes if p.pid not in self.pid_owners]
+
+
+def report(engine: Engine) -> GpuReport:
+    inv = inventory(engine, required=True)
+    assert inv is not None
+    return GpuReport(inv, held_gpus(engine, inv), _box_pids(engine), docker_gpu_support(engine))
+
+
+def _box_pids(engine: Engine) -> dict[int, str]:
+    """Host PIDs of every process in running boxes (Docker's `top` reports host PIDs)."""
+    import docker
+
+    owners: dict[int, str] = {}
+    for c in engine.boxes():
+        if c.status != "running":
+            continue
+        with contextlib.suppress(docker.errors.APIError):
+            top = c.top(ps_args="-eo pid")
+            for row in top.get("Processes") or []:
+                owners[int(row[0])] = _holder(c)
+    return owners
+
+
+def docker_gpu_support(engine: Engine) -> bool | None:
+    """Whether the engine can start a container with `--gpus` (NVIDIA runtime hook or runtime present)."""
+    import docker
+
+    info = engine.client.info()
+    if "nvidia" in (info.get("Runtimes") or {}):
+        return True
+    images = engine.client.images.list(filters={"dangling": False})
+    if not images:
+        return None
+    # The only reliable test: start a throwaway container that asks for every GPU.
+    from docker.types import DeviceRequest
+
+    probe = engine.client.containers.create(
+        images[0].id,
+        entrypoint=["true"],
+        device_requests=[DeviceRequest(driver="nvidia", count=-1, capabilities=[["gpu"]])],
+        labels={L("probe"): "gpus"},
+    )
+    try:
+        probe.start()
+        return True
+    except docker.errors.APIError as exc:
+        return False if "could not select device driver" in str(exc) else None
+    finally:
+        probe.remove(force=True)

@@ -1,0 +1,122 @@
+"""GPU selection and collision checks against the real engine (fake NVIDIA hook + fake nvidia-smi)."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from .conftest import User, box_container
+
+
+@pytest.fixture
+def cleanup(user: User):
+    names: list[str] = []
+    yield names
+    for n in names:
+        user.devbox("rm", n, "--purge")
+
+
+def _ssh_env(user: User, name: str) -> str:
+    proc = user.ssh(f"devbox-{name}", "echo $NVIDIA_VISIBLE_DEVICES")
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_all_gpus_box_sees_all(user: User, client, cleanup, name: str) -> None:
+    cleanup.append(name)
+    user.ok("up", name, "--gpus", "all")
+    assert _ssh_env(user, name) == "all"
+    (req,) = box_container(client, name).attrs["HostConfig"]["DeviceRequests"]
+    assert req["Count"] == -1
+    listed = json.loads(user.ok("ls", "--json").stdout)
+    assert next(b for b in listed if b["name"] == name)["gpus"] == ["0", "1", "2", "3"]
+
+
+def test_second_box_on_same_gpu_is_refused_naming_holder_then_count_takes_the_free_ones(
+    user: User, client, cleanup, name: str
+) -> None:
+    first, second, third = name, name + "-b", name + "-c"
+    cleanup += [first, second, third]
+    user.ok("up", first, "--gpus", "0,1")
+    assert _ssh_env(user, first) == "0,1"
+
+    refused = user.devbox("up", second, "--gpus", "1")
+    assert refused.returncode == 1
+    assert f"GPU 1 is in use by {user.name}/{first}" in refused.stderr
+    assert "--share-gpus" in refused.stderr
+    assert not client.containers.list(all=True, filters={"label": f"devbox.name={second}"})
+
+    user.ok("up", third, "--gpu-count", "2")
+    assert _ssh_env(user, third) == "2,3"
+
+    gpus = json.loads(user.ok("gpus", "--json").stdout)["gpus"]
+    assert [g["holder"] for g in gpus] == [f"{user.name}/{first}"] * 2 + [f"{user.name}/{third}"] * 2
+
+    shared = user.ok("up", second, "--gpus", "1", "--share-gpus")
+    assert "GPUs 1" in shared.stdout
+
+
+def test_stopped_box_frees_its_gpus_and_cannot_start_while_someone_else_holds_them(
+    user: User, cleanup, name: str
+) -> None:
+    first, second = name, name + "-b"
+    cleanup += [first, second]
+    user.ok("up", first, "--gpus", "2")
+    user.ok("stop", first)
+    user.ok("up", second, "--gpus", "2")
+    refused = user.devbox("start", first)
+    assert refused.returncode == 1 and f"in use by {user.name}/{second}" in refused.stderr
+    user.ok("rm", second)
+    user.ok("start", first)
+
+
+def test_concurrent_gpu_count_ups_get_distinct_gpus_and_a_fifth_is_refused(
+    user: User, client, cleanup, name: str
+):
+    names = [f"{name}-{i}" for i in range(5)]
+    cleanup += names
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        procs = list(pool.map(lambda n: user.devbox("up", n, "--gpu-count", "1"), names))
+    ok = [n for n, p in zip(names, procs, strict=True) if p.returncode == 0]
+    failed = [p for p in procs if p.returncode != 0]
+    assert len(ok) == 4, [p.stderr for p in procs]
+    assert len(failed) == 1 and "--gpu-count 1: only 0 of 4 GPUs are free" in failed[0].stderr, failed[
+        0
+    ].stderr
+    held = [box_container(client, n).labels["devbox.gpus"] for n in ok]
+    assert sorted(held) == ["0", "1", "2", "3"]
+    for n in ok:
+        user.ok("rm", n)
+    # After rm every GPU is free again.
+    user.ok("up", names[4], "--gpu-count", "4")
+
+
+def test_gpus_table_names_holders_and_reports_docker_support(user: User, cleanup, name: str) -> None:
+    cleanup.append(name)
+    user.ok("up", name, "--gpus", "GPU-3f2a")  # a unique UUID prefix of the fake's GPU 1
+    table = user.ok("gpus").stdout
+    line = next(ln for ln in table.splitlines() if ln.lstrip().startswith("1 "))
+    assert f"{user.name}/{name}" in line and "NVIDIA H100" in line
+    data = json.loads(user.ok("gpus", "--json").stdout)
+    assert data["docker_gpus"] is True
+    assert any(p["box"] is None for g in data["gpus"] for p in g["processes"])
+
+
+def test_bad_gpu_requests_name_the_available_gpus(user: User, client) -> None:
+    before = {c.id for c in client.containers.list(all=True)}
+    proc = user.devbox("up", "gbad", "--gpus", "7")
+    assert proc.returncode == 2 and "GPU 7 does not exist on this host (GPUs: 0-3)" in proc.stderr
+    proc = user.devbox("up", "gbad", "--gpu-count", "9")
+    assert proc.returncode != 0 and "of 4 GPUs" in proc.stderr
+    proc = user.devbox("up", "gbad", "--gpus", "GPU-3f", extra_env={"FAKE_NVIDIA_SMI_COUNT": "5"})
+    assert proc.returncode == 2 and "matches GPUs" in proc.stderr
+    assert {c.id for c in client.containers.list(all=True)} == before
+
+
+def test_host_without_nvidia_driver_says_so(user: User) -> None:
+    proc = user.devbox("gpus", extra_env={"FAKE_NVIDIA_SMI_FAIL": "1"})
+    assert proc.returncode == 1 and "NVIDIA-SMI has failed" in proc.stderr
+    proc = user.devbox("gpus", extra_env={"PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 1 and "nvidia-smi not found" in proc.stderr
