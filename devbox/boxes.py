@@ -343,23 +343,28 @@ def _wait_ready(engine: Engine, box: Box, identity: Identity, timeout: float) ->
 
     def why_dead() -> str | None:
         try:
-            c = engine.client.containers.get(box.container_id)
+            status = engine.client.containers.get(box.container_id).status
         except docker.errors.NotFound:
             return f"box {box.name} disappeared while starting"
-        if c.status in ("running", "created"):
-            return None
-        return f"box {box.name} stopped while starting ({c.status}): {_log_tail(c)}"
+        return (
+            None if status in ("running", "created") else f"box {box.name} stopped while starting ({status})"
+        )
 
     try:
         sshclient.wait_ready(box.target, identity, timeout, why_dead)
     except DevboxError as exc:
-        c = engine.client.containers.get(box.container_id)
-        raise DevboxError(exc.message, exc.hint or f"container log: {_log_tail(c)}") from None
+        try:
+            log = _log_tail(engine.client.containers.get(box.container_id))
+        except docker.errors.NotFound:
+            raise exc from None
+        raise DevboxError(exc.message, exc.hint or f"its log ends: {log}") from None
 
 
 def _log_tail(container: Container, lines: int = 5) -> str:
-    text = container.logs(tail=lines).decode(errors="replace").strip()
-    return " | ".join(text.splitlines()) or "(empty)"
+    text = container.logs(tail=lines * 4).decode(errors="replace")
+    # A crash-looping box repeats itself; show each distinct line once, newest last.
+    distinct = list(dict.fromkeys(ln.strip() for ln in text.splitlines() if ln.strip()))
+    return " | ".join(distinct[-lines:]) or "(empty)"
 
 
 def ssh_entry(box: Box) -> sshconfig.HostEntry:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,10 @@ from devbox.keys.keypair import Identity
 
 if TYPE_CHECKING:
     import paramiko
+
+# paramiko logs the tracebacks of failed handshakes (routine while sshd starts); without a handler
+# Python's last-resort handler would print them on stderr. Errors reach users as DevboxError instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)

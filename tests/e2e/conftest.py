@@ -4,6 +4,8 @@ container, volume and image tag the tests create."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pwd
 import shutil
@@ -85,11 +87,17 @@ class User:
         extra_env: dict[str, str] | None = None,
         timeout: float = 600,
         input: str | None = None,
+        cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         cmd = ["runuser", "-u", self.name, "--", "env", "-i"]
         cmd += [f"{k}={v}" for k, v in self.environ(extra_env).items()]
         return subprocess.run(
-            cmd + list(argv), capture_output=True, text=True, timeout=timeout, input=input, cwd=self.home
+            cmd + list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            cwd=cwd or self.home,
         )
 
     def devbox(self, *args: str, **kw) -> subprocess.CompletedProcess[str]:
@@ -206,6 +214,24 @@ def fresh_user(env: dict[str, str], client: docker.DockerClient) -> Iterator[Use
 @pytest.fixture
 def name() -> str:
     return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def derived_image(env: dict[str, str], client: docker.DockerClient) -> Iterator:
+    """Build a throwaway base image from a Dockerfile body (FROM the test base); removed afterwards."""
+    tags: list[str] = []
+
+    def build(body: str, base: str | None = None) -> str:
+        tag = f"devbox-test/derived:{uuid.uuid4().hex[:10]}"
+        dockerfile = f"FROM {base or env['DEVBOX_TEST_IMAGE']}\n{body}\n"
+        client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, forcerm=True)
+        tags.append(tag)
+        return tag
+
+    yield build
+    for tag in tags:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.images.remove(tag, force=True)
 
 
 def box_container(client: docker.DockerClient, name: str):

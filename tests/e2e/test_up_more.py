@@ -1,0 +1,115 @@
+"""`devbox up` options and failure paths: what is left behind, what the user is told."""
+
+from __future__ import annotations
+
+import os
+
+from .conftest import User, box_container, devbox_containers
+
+
+def _leftovers(client, name: str) -> tuple[list, list]:
+    return devbox_containers(client, name), client.volumes.list(filters={"label": f"devbox.name={name}"})
+
+
+def test_sshd_that_never_starts_fails_with_its_log_and_leaves_nothing(
+    user: User, client, derived_image, name
+):
+    image = derived_image(
+        "RUN printf '#!/bin/sh\\necho sshd-boom: cannot bind >&2\\nexit 1\\n' > /usr/sbin/sshd"
+    )
+    proc = user.devbox("up", name, "--image", image, "--timeout", "30")
+    assert proc.returncode == 1
+    assert "sshd-boom: cannot bind" in proc.stderr and "Traceback" not in proc.stderr
+    assert _leftovers(client, name) == ([], [])
+    assert f"devbox-{name}" not in (user.home / ".config" / "devbox" / "known_hosts").read_text()
+
+    kept = user.devbox("up", name, "--image", image, "--timeout", "30", "--keep-on-failure")
+    assert kept.returncode == 1
+    containers, volumes = _leftovers(client, name)
+    assert len(containers) == 1 and len(volumes) == 1
+    user.ok("rm", name, "--purge")
+    assert _leftovers(client, name) == ([], [])
+
+
+def test_base_without_a_package_manager_is_refused_clearly(user: User, client, env, derived_image, name):
+    image = derived_image("RUN rm -f /usr/bin/apt-get /usr/bin/apt", base=env["DEVBOX_TEST_MIN_IMAGE"])
+    proc = user.devbox("up", name, "--image", image)
+    assert proc.returncode == 1
+    assert "no apt-get, dnf, yum or apk" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _leftovers(client, name) == ([], [])
+
+
+def test_existing_user_with_the_same_uid_and_group_with_the_same_gid_give_way(
+    user: User, derived_image, name
+):
+    image = derived_image(
+        f"RUN groupadd -g {user.gid} clash && useradd -u {user.uid} -g {user.gid} -m squatter"
+    )
+    user.ok("up", name, "--image", image)
+    proc = user.ssh(f"devbox-{name}", "id -un; id -u; id -g; stat -c %u:%g ~; test -w ~ && echo writable")
+    assert proc.stdout.split() == [
+        user.name,
+        str(user.uid),
+        str(user.gid),
+        f"{user.uid}:{user.gid}",
+        "writable",
+    ]
+    user.ok("rm", name, "--purge")
+
+
+def test_name_defaults_to_the_directory_name_made_valid(user: User, client) -> None:
+    project = user.home / "My_Project"
+    project.mkdir()
+    os.chown(project, user.uid, user.gid)
+    proc = user.devbox("up", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    assert box_container(client, "my-project").labels["devbox.owner"] == user.name
+    user.ok("rm", "my-project", "--purge")
+
+
+def test_sudo_is_passwordless_by_default_and_absent_with_no_sudo(user: User, name: str) -> None:
+    user.ok("up", name)
+    assert user.ssh(f"devbox-{name}", "sudo -n id -u").stdout.strip() == "0"
+    user.ok("rm", name)
+    user.ok("up", name + "n", "--no-sudo")
+    proc = user.ssh(f"devbox-{name}n", "sudo -n true")
+    assert proc.returncode != 0
+    user.ok("rm", name + "n", "--purge")
+    user.devbox("rm", name, "--purge")
+
+
+def test_identity_flag_logs_in_with_the_users_own_key(user: User, name: str) -> None:
+    key = user.home / "mykey"
+    made = user.run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
+    assert made.returncode == 0, made.stderr
+    user.ok("up", name, "--identity", str(key))
+    block = user.ok("ssh-config", name).stdout
+    assert f"IdentityFile {key}\n" in block
+    authorized = user.ssh(f"devbox-{name}", "cat /etc/devbox/authorized_keys").stdout
+    assert authorized.split()[:2] == (user.home / "mykey.pub").read_text().split()[:2]
+    user.ok("restart", name)  # restart re-verifies with the same key
+    user.ok("rm", name, "--purge")
+
+
+def test_ls_table_shows_name_status_gpus_and_port(user: User, name: str) -> None:
+    user.ok("up", name, "--gpus", "3", "--cpus", "1", "--memory", "2g", "--shm-size", "1g")
+    table = user.ok("ls").stdout
+    row = next(ln for ln in table.splitlines() if ln.split()[:1] == [name])
+    assert "running" in row and " 3 " in row and "127.0.0.1:" in row
+    user.ok("stop", name)
+    row = next(ln for ln in user.ok("ls").stdout.splitlines() if ln.split()[:1] == [name])
+    assert "exited" in row
+    user.ok("rm", name, "--purge")
+
+
+def test_resources_reach_the_container(user: User, client, name: str) -> None:
+    user.ok("up", name, "--cpus", "1.5", "--memory", "2g", "--shm-size", "1g", "--workdir", "/tmp")
+    host = box_container(client, name).attrs["HostConfig"]
+    assert host["NanoCpus"] == 1_500_000_000
+    assert host["Memory"] == 2 * 1024**3
+    assert host["ShmSize"] == 1024**3
+    assert host["RestartPolicy"]["Name"] == "unless-stopped"
+    df = user.ssh(f"devbox-{name}", "df -k /dev/shm | tail -1").stdout.split()
+    assert int(df[1]) == 1024 * 1024
+    user.ok("rm", name, "--purge")
