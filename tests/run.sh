@@ -10,6 +10,7 @@ RUN=/run/devbox-test                # sockets and pids of this run's dockerd
 OPT=/opt/devbox-test                # venv and fakes, readable by the test user
 SOCK="$RUN/docker.sock"
 TEST_USER=devbox-tester
+TEST_USER2=devbox-tester2
 MIRROR=${DEVBOX_TEST_MIRROR:-http://deb.debian.org/debian}
 
 log() { printf '\033[1m[tests]\033[0m %s\n' "$*" >&2; }
@@ -44,12 +45,18 @@ install -m 0755 "$ROOT/tests/fakes/nvidia-smi" "$OPT/gpu/"
 chmod -R a+rX "$OPT"
 
 getent group docker >/dev/null || groupadd --system docker
-if ! id "$TEST_USER" >/dev/null 2>&1; then
-    uid=4242
-    getent passwd $uid >/dev/null && uid=""
-    useradd --create-home ${uid:+--uid $uid} --user-group --shell /bin/bash "$TEST_USER"
-fi
-usermod -aG docker "$TEST_USER"
+# Two ordinary users in the docker group: devbox's users are never root, and GPU collisions
+# between colleagues are the point.
+make_user() {
+    local name=$1 uid=$2
+    if ! id "$name" >/dev/null 2>&1; then
+        getent passwd "$uid" >/dev/null && uid=""
+        useradd --create-home ${uid:+--uid $uid} --user-group --shell /bin/bash "$name"
+    fi
+    usermod -aG docker "$name"
+}
+make_user "$TEST_USER" 4242
+make_user "$TEST_USER2" 4343
 
 # Our own dockerd: own socket, data root and exec root, so a daemon we did not start is never touched.
 mkdir -p "$RUN" "$STATE"
@@ -94,7 +101,7 @@ make_base() {
 make_base devbox-test/bookworm-ssh:latest openssh-server,tmux,sudo bookworm-ssh
 make_base devbox-test/bookworm-min:latest "" bookworm-min
 
-export DEVBOX_TEST_USER=$TEST_USER DEVBOX_TEST_VENV="$OPT/venv" DEVBOX_TEST_GPU_PATH="$OPT/gpu"
+export DEVBOX_TEST_USER=$TEST_USER DEVBOX_TEST_USER2=$TEST_USER2 DEVBOX_TEST_VENV="$OPT/venv" DEVBOX_TEST_GPU_PATH="$OPT/gpu"
 export DEVBOX_TEST_IMAGE=devbox-test/bookworm-ssh:latest DEVBOX_TEST_MIN_IMAGE=devbox-test/bookworm-min:latest
 cd "$ROOT"
 set +e

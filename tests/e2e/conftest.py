@@ -23,6 +23,7 @@ import pytest
 REQUIRED = (
     "DOCKER_HOST",
     "DEVBOX_TEST_USER",
+    "DEVBOX_TEST_USER2",
     "DEVBOX_TEST_VENV",
     "DEVBOX_TEST_GPU_PATH",
     "DEVBOX_TEST_IMAGE",
@@ -174,8 +175,8 @@ class User:
         raise AssertionError(f"no box on port {port}")
 
 
-def make_user(env: dict[str, str]) -> User:
-    pw = pwd.getpwnam(env["DEVBOX_TEST_USER"])
+def make_user(env: dict[str, str], account: str = "DEVBOX_TEST_USER") -> User:
+    pw = pwd.getpwnam(env[account])
     home = Path(tempfile.mkdtemp(prefix="devbox-e2e-home-", dir="/tmp"))
     os.chown(home, pw.pw_uid, pw.pw_gid)
     home.chmod(0o700)
@@ -208,6 +209,18 @@ def fresh_user(env: dict[str, str], client: docker.DockerClient) -> Iterator[Use
     """A user with an empty HOME for tests that must start from nothing."""
     u = make_user(env)
     yield u
+    shutil.rmtree(u.home, ignore_errors=True)
+
+
+@pytest.fixture
+def colleague(env: dict[str, str], client: docker.DockerClient) -> Iterator[User]:
+    """A second ordinary user on the same engine, with boxes of their own."""
+    u = make_user(env, "DEVBOX_TEST_USER2")
+    yield u
+    for ct in client.containers.list(all=True, filters={"label": f"devbox.owner={u.name}"}):
+        ct.remove(force=True)
+    for vol in client.volumes.list(filters={"label": f"devbox.owner={u.name}"}):
+        vol.remove(force=True)
     shutil.rmtree(u.home, ignore_errors=True)
 
 

@@ -120,3 +120,37 @@ def test_host_without_nvidia_driver_says_so(user: User) -> None:
     assert proc.returncode == 1 and "NVIDIA-SMI has failed" in proc.stderr
     proc = user.devbox("gpus", extra_env={"PATH": "/usr/bin:/bin"})
     assert proc.returncode == 1 and "nvidia-smi not found" in proc.stderr
+
+
+def test_colleagues_can_share_a_box_name_but_not_a_gpu(
+    user: User, colleague: User, client, cleanup, name: str
+):
+    cleanup.append(name)
+    user.ok("up", name, "--gpus", "0")
+    refused = colleague.devbox("up", name, "--gpus", "0")
+    assert refused.returncode == 1 and f"GPU 0 is in use by {user.name}/{name}" in refused.stderr
+    colleague.ok("up", name, "--gpus", "1")
+    owners = sorted(
+        c.labels["devbox.owner"] for c in client.containers.list(filters={"label": f"devbox.name={name}"})
+    )
+    assert owners == sorted([user.name, colleague.name])
+    everyone = json.loads(colleague.ok("ls", "--all", "--json").stdout)
+    assert {(b["owner"], b["name"]) for b in everyone} >= {(user.name, name), (colleague.name, name)}
+    only_mine = json.loads(colleague.ok("ls", "--json").stdout)
+    assert {b["owner"] for b in only_mine} == {colleague.name}
+    # Each one's ssh alias reaches their own box, as their own user.
+    assert colleague.ssh(f"devbox-{name}", "id -un").stdout.strip() == colleague.name
+    assert user.ssh(f"devbox-{name}", "id -un").stdout.strip() == user.name
+
+
+def test_concurrent_ups_of_two_users_never_share_a_gpu(
+    user: User, colleague: User, client, cleanup, name: str
+):
+    mine, theirs = [f"{name}-a{i}" for i in range(2)], [f"{name}-b{i}" for i in range(2)]
+    cleanup += mine
+    jobs = [(user, n) for n in mine] + [(colleague, n) for n in theirs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        procs = list(pool.map(lambda job: job[0].devbox("up", job[1], "--gpu-count", "1"), jobs))
+    assert all(p.returncode == 0 for p in procs), [p.stderr for p in procs]
+    held = sorted(box_container(client, n).labels["devbox.gpus"] for n in mine + theirs)
+    assert held == ["0", "1", "2", "3"]

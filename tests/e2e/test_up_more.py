@@ -113,3 +113,13 @@ def test_resources_reach_the_container(user: User, client, name: str) -> None:
     df = user.ssh(f"devbox-{name}", "df -k /dev/shm | tail -1").stdout.split()
     assert int(df[1]) == 1024 * 1024
     user.ok("rm", name, "--purge")
+
+
+def test_up_on_a_stopped_box_starts_it(user: User, client, name: str) -> None:
+    user.ok("up", name)
+    user.ok("stop", name)
+    proc = user.ok("up", name)
+    assert "Ready" in proc.stdout
+    assert box_container(client, name).status == "running"
+    assert user.ssh(f"devbox-{name}", "true").returncode == 0
+    user.ok("rm", name, "--purge")

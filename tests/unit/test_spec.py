@@ -209,7 +209,7 @@ def test_zero_or_negative_cpus_are_refused(value: float) -> None:
 # --- login user ------------------------------------------------------------------------------
 
 
-def test_root_logs_in_as_dev_with_uid_and_gid_1000() -> None:
+def test_login_user_is_dev_1000_for_root_and_the_caller_otherwise() -> None:
     if os.getuid() == 0:
         assert local_user() == LoginUser("dev", 1000, 1000)
     else:
@@ -274,9 +274,8 @@ def test_fingerprint_changes_when_a_mount_becomes_read_only(tmp_path: Path) -> N
     assert ro.fingerprint() != spec.fingerprint()
 
 
-def test_fingerprint_ignores_the_box_name_and_gpu_sharing(tmp_path: Path) -> None:
-    spec = make_spec(tmp_path)
-    assert make_spec(tmp_path, name="other", share_gpus=True).fingerprint() == spec.fingerprint()
+def test_fingerprint_does_not_depend_on_the_box_name(tmp_path: Path) -> None:
+    assert make_spec(tmp_path, name="other").fingerprint() == make_spec(tmp_path).fingerprint()
 
 
 def test_box_home_is_under_home_named_for_the_login_user(tmp_path: Path) -> None:

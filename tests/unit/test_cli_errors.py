@@ -1,0 +1,194 @@
+"""The installed `devbox` command on bad input and without a Docker engine: one `error:` line and an
+exit code, never a traceback; `--help` stays light."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DEVBOX = Path(sys.executable).parent / "devbox"
+NO_ENGINE = "unix:///nonexistent.sock"
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    return home
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DEVBOX_", "XDG_", "DOCKER_")) and k not in ("FORCE_COLOR", "PYTHONPATH")
+    }
+    env.update(HOME=str(home), DOCKER_HOST=NO_ENGINE, NO_COLOR="1", COLUMNS="80")
+    return env
+
+
+def devbox(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    assert DEVBOX.is_file(), f"the devbox console script is installed next to {sys.executable}"
+    return subprocess.run(
+        [str(DEVBOX), *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(home),
+        cwd=home,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
+def python_in(home: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` with this interpreter from `home`, so the checkout never shadows the installed package."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=clean_env(home),
+        cwd=home,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+
+
+BAD_UP = {
+    "uppercase name": (["Bad_Name"], "invalid box name 'Bad_Name'"),
+    "64-char name": (["a" * 64], "invalid box name"),
+    "gpus word": (["--gpus", "abc"], 'invalid GPU selection "abc"'),
+    "gpus twice": (["--gpus", "0,0"], "listed twice"),
+    "gpus reversed range": (["--gpus", "3-1"], "reversed"),
+    "gpus all plus index": (["--gpus", "all,0"], "cannot be combined"),
+    "gpus negative": (["--gpus=-1"], "cannot be negative"),
+    "gpus empty item": (["--gpus", "0,,1"], "empty item"),
+    "gpus MIG": (["--gpus", "MIG-0123"], "MIG devices cannot be selected"),
+    "gpus with gpu-count": (["--gpus", "0", "--gpu-count", "1"], "--gpus and --gpu-count cannot be used together"),
+    "gpu-count zero": (["--gpu-count", "0"], "--gpu-count must be at least 1"),
+    "relative mount source": (["--mount", "data:/data"], "mount source 'data' is not an absolute path"),
+    "missing mount source": (["--mount", "/nonexistent/src:/data"], "mount source /nonexistent/src does not exist"),
+    "relative mount target": (["--mount", "/:data"], "mount target 'data' is not an absolute path"),
+    "mount without target": (["--mount", "/tmp"], "invalid --mount '/tmp'"),
+    "env without value": (["--env", "NOVALUE"], "invalid --env 'NOVALUE'"),
+    "env bad name": (["--env", "1A=b"], "invalid --env '1A=b'"),
+    "env reserved": (["--env", "DEVBOX_USER=root"], "--env DEVBOX_USER is reserved for devbox"),
+    "shm-size": (["--shm-size", "8gb"], "invalid --shm-size '8gb'"),
+    "memory": (["--memory", "lots"], "invalid --memory 'lots'"),
+    "cpus zero": (["--cpus", "0"], "invalid --cpus 0.0"),
+    "cpus negative": (["--cpus=-2"], "invalid --cpus -2.0"),
+    "relative workdir": (["--workdir", "workspace"], "--workdir 'workspace' is not an absolute path"),
+}
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_UP.values(), ids=BAD_UP.keys())
+def test_up_with_bad_input_exits_2_with_one_error_line_before_touching_anything(
+    home: Path, args: list[str], message: str
+) -> None:
+    proc = devbox(home, "up", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in one_error_line(proc)
+    assert proc.stdout == ""
+    # Rejected before the login key is made and before the (unreachable) engine is asked.
+    assert not (home / ".config" / "devbox").exists()
+    assert "cannot reach" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["ls"], ["ls", "--all", "--json"], ["stop", "x"], ["rm", "x"], ["gpus"], ["ssh-config"]]
+)
+def test_commands_without_a_reachable_engine_exit_1_naming_it(home: Path, args: list[str]) -> None:
+    proc = devbox(home, *args)
+    assert proc.returncode == 1, proc.stderr
+    line = one_error_line(proc)
+    assert f"cannot reach {NO_ENGINE}" in line
+    assert "DOCKER_HOST" in line, "the hint says what to check"
+    assert proc.stdout == ""
+
+
+def test_host_flag_names_the_engine_it_could_not_reach(home: Path) -> None:
+    proc = devbox(home, "--host", "unix:///elsewhere.sock", "ls")
+    assert proc.returncode == 1
+    assert "cannot reach unix:///elsewhere.sock" in one_error_line(proc)
+
+
+def test_valid_up_gets_as_far_as_the_engine_and_fails_there_with_exit_1(home: Path) -> None:
+    proc = devbox(home, "up", "okbox", "--gpus", "0-1", "--mount", f"{home}:/w:ro", "--env", "A=b=c")
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot reach" in one_error_line(proc)
+
+
+def test_click_parse_errors_exit_2_without_a_traceback(home: Path) -> None:
+    proc = devbox(home, "up", "--cpus", "abc")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "Invalid value for '--cpus'" in proc.stderr
+
+
+def test_unknown_command_exits_2_without_a_traceback(home: Path) -> None:
+    proc = devbox(home, "frobnicate")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "No such command 'frobnicate'" in proc.stderr
+
+
+def test_help_lists_every_command(home: Path) -> None:
+    proc = devbox(home, "--help")
+    assert proc.returncode == 0
+    assert proc.stderr == ""
+    listed = proc.stdout.split("Commands:", 1)[1].split()
+    for command in ("up", "ls", "ssh", "stop", "start", "restart", "rm", "ssh-config", "code", "gpus"):
+        assert command in listed
+
+
+def test_version_prints_the_package_version(home: Path) -> None:
+    proc = devbox(home, "--version")
+    assert proc.returncode == 0
+    assert "0.1.0" in proc.stdout
+
+
+HEAVY_IMPORT_CHECK = """
+import sys
+sys.argv = ["devbox", *{argv!r}]
+from devbox.cli import main
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+heavy = sorted(m for m in ("docker", "paramiko", "textual") if m in sys.modules)
+print("RESULT", code, ",".join(heavy) or "-", file=sys.stderr)
+"""
+
+
+def heavy_modules(home: Path, argv: list[str]) -> tuple[str, set[str]]:
+    proc = python_in(home, HEAVY_IMPORT_CHECK.format(argv=argv))
+    result = [ln for ln in proc.stderr.splitlines() if ln.startswith("RESULT ")]
+    assert len(result) == 1, proc.stderr
+    _, code, heavy = result[0].split()
+    return code, set() if heavy == "-" else set(heavy.split(","))
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["up", "--help"], ["up", "Bad_Name"]])
+def test_help_and_usage_errors_import_no_docker_paramiko_or_textual(home: Path, argv: list[str]) -> None:
+    code, heavy = heavy_modules(home, argv)
+    assert code in ("0", "2")
+    assert heavy == set()
+
+
+def test_ls_does_not_import_textual(home: Path) -> None:
+    code, heavy = heavy_modules(home, ["ls"])
+    assert code == "1"
+    assert "textual" not in heavy

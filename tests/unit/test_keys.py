@@ -1,0 +1,325 @@
+"""Key material: devbox's own login key, the user's --identity, and the pinned known_hosts."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import threading
+from pathlib import Path
+
+import paramiko
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from devbox import paths
+from devbox.errors import UsageError
+from devbox.keys import known_hosts
+from devbox.keys.keypair import (
+    ensure_user_key,
+    generate_ed25519,
+    load_identity,
+    public_key_blob,
+)
+
+
+@pytest.fixture(autouse=True)
+def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh $XDG_CONFIG_HOME (and $HOME) for every test; the real ~/.config is never touched."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    xdg = tmp_path / "xdg"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg))
+    return xdg
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def public_blob_of(private_path: Path) -> str:
+    key = serialization.load_ssh_private_key(private_path.read_bytes(), password=None)
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+def write_key(path: Path, password: bytes | None = None) -> str:
+    """An ed25519 private key in OpenSSH format at `path` (0600); returns its public blob."""
+    key = Ed25519PrivateKey.generate()
+    encryption = (
+        serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+    )
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, encryption)
+    )
+    path.chmod(0o600)
+    return (
+        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    )
+
+
+# --- devbox's own login key ------------------------------------------------------------------
+
+
+def test_user_key_is_created_0600_in_a_0700_dir_under_xdg_config_home(config_home: Path) -> None:
+    ident = ensure_user_key()
+    key_dir = config_home / "devbox"
+    assert ident.private_path == key_dir / "id_ed25519" == paths.user_key_path()
+    assert mode(key_dir) == 0o700
+    assert mode(ident.private_path) == 0o600
+    assert mode(key_dir / "id_ed25519.pub") == 0o644
+
+
+def test_user_key_defaults_to_home_config_without_xdg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    ident = ensure_user_key()
+    assert ident.private_path == tmp_path / "home" / ".config" / "devbox" / "id_ed25519"
+    assert ident.private_path.is_file()
+
+
+def test_user_key_dir_with_loose_permissions_is_tightened_to_0700(config_home: Path) -> None:
+    key_dir = config_home / "devbox"
+    key_dir.mkdir(parents=True)
+    key_dir.chmod(0o755)
+    ensure_user_key()
+    assert mode(key_dir) == 0o700
+
+
+def test_second_call_returns_the_same_key_without_rewriting_it() -> None:
+    first = ensure_user_key()
+    private = first.private_path.read_bytes()
+    second = ensure_user_key()
+    assert second == first
+    assert second.private_path.read_bytes() == private
+
+
+def test_user_key_public_line_is_ed25519_with_a_devbox_comment() -> None:
+    ident = ensure_user_key()
+    kind, blob, comment = ident.public_line.split(" ", 2)
+    assert kind == "ssh-ed25519"
+    assert comment.startswith("devbox-")
+    assert ident.private_path.with_suffix(".pub").read_text() == ident.public_line + "\n"
+
+
+def test_user_key_public_line_matches_its_private_key() -> None:
+    ident = ensure_user_key()
+    assert public_key_blob(ident.public_line) == public_blob_of(ident.private_path)
+
+
+def test_user_key_loads_with_paramiko() -> None:
+    ident = ensure_user_key()
+    key = paramiko.PKey.from_path(ident.private_path)
+    assert isinstance(key, paramiko.Ed25519Key)
+    assert f"{key.get_name()} {key.get_base64()}" == public_key_blob(ident.public_line)
+
+
+def test_openssh_derives_the_same_public_key_from_the_user_key() -> None:
+    ident = ensure_user_key()
+    out = subprocess.run(
+        ["ssh-keygen", "-y", "-f", str(ident.private_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        stdin=subprocess.DEVNULL,
+    ).stdout
+    assert public_key_blob(out.strip()) == public_key_blob(ident.public_line)
+
+
+def test_missing_pub_file_is_recreated_from_the_private_key() -> None:
+    ident = ensure_user_key()
+    pub = ident.private_path.with_name("id_ed25519.pub")
+    pub.unlink()
+    again = ensure_user_key()
+    assert again.public_line == public_blob_of(ident.private_path)
+    assert pub.read_text() == again.public_line + "\n"
+    assert mode(pub) == 0o644
+
+
+def test_user_key_at_an_explicit_path_is_created_there(tmp_path: Path) -> None:
+    path = tmp_path / "elsewhere" / "key"
+    ident = ensure_user_key(path)
+    assert ident.private_path == path
+    assert mode(path.parent) == 0o700
+    assert not paths.user_key_path().exists()
+
+
+def test_generated_key_pairs_are_distinct_and_carry_the_comment() -> None:
+    a, b = generate_ed25519("hello"), generate_ed25519("hello")
+    assert a.public_line.endswith(" hello")
+    assert a.public_line != b.public_line
+    assert generate_ed25519("").public_line.count(" ") == 1
+
+
+# --- --identity ------------------------------------------------------------------------------
+
+
+def test_identity_uses_the_pub_file_next_to_the_key(tmp_path: Path) -> None:
+    key = tmp_path / "id_mine"
+    blob = write_key(key)
+    (tmp_path / "id_mine.pub").write_text(f"{blob} me@laptop\n")
+    ident = load_identity(key)
+    assert ident.private_path == key
+    assert ident.public_line == f"{blob} me@laptop"
+
+
+def test_identity_without_pub_file_derives_the_public_key(tmp_path: Path) -> None:
+    key = tmp_path / "id_mine"
+    blob = write_key(key)
+    assert load_identity(key).public_line == blob
+
+
+def test_identity_path_is_made_absolute_and_tilde_expanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    write_key(home / "id_mine")
+    assert load_identity(Path("~/id_mine")).private_path == home / "id_mine"
+    monkeypatch.chdir(home)
+    assert load_identity(Path("id_mine")).private_path == home / "id_mine"
+
+
+def test_missing_identity_file_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as info:
+        load_identity(tmp_path / "nope")
+    assert info.value.exit_code == 2
+    assert info.value.message == f"identity file {tmp_path / 'nope'} does not exist"
+
+
+def test_identity_that_is_a_directory_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="does not exist"):
+        load_identity(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"not a key\n", b""])
+def test_unreadable_identity_without_pub_file_is_a_usage_error_asking_for_the_pub(
+    tmp_path: Path, content: bytes
+) -> None:
+    key = tmp_path / "id_bad"
+    key.write_bytes(content)
+    with pytest.raises(UsageError) as info:
+        load_identity(key)
+    assert info.value.message.startswith(f"cannot read the public key of {key}")
+    assert info.value.hint == f"put its public key next to it as {key}.pub"
+
+
+def test_encrypted_identity_without_pub_file_is_a_usage_error(tmp_path: Path) -> None:
+    key = tmp_path / "id_locked"
+    write_key(key, password=b"secret")
+    with pytest.raises(UsageError, match="cannot read the public key"):
+        load_identity(key)
+
+
+def test_encrypted_identity_with_pub_file_is_accepted(tmp_path: Path) -> None:
+    key = tmp_path / "id_locked"
+    blob = write_key(key, password=b"secret")
+    (tmp_path / "id_locked.pub").write_text(blob + "\n")
+    assert load_identity(key).public_line == blob
+
+
+# --- known_hosts -----------------------------------------------------------------------------
+
+
+def test_pin_then_lookup_returns_the_key_without_its_comment() -> None:
+    pair = generate_ed25519("host-comment")
+    known_hosts.pin("devbox-a", pair.public_line)
+    assert known_hosts.lookup("devbox-a") == public_key_blob(pair.public_line)
+    assert "host-comment" not in paths.known_hosts_path().read_text()
+
+
+def test_lookup_of_an_unknown_alias_or_missing_file_is_none() -> None:
+    assert known_hosts.lookup("devbox-a") is None
+    known_hosts.pin("devbox-a", generate_ed25519("").public_line)
+    assert known_hosts.lookup("devbox-b") is None
+    assert known_hosts.lookup("devbox") is None
+
+
+def test_known_hosts_file_is_0600_in_a_0700_dir(config_home: Path) -> None:
+    known_hosts.pin("devbox-a", generate_ed25519("").public_line)
+    path = config_home / "devbox" / "known_hosts"
+    assert path == paths.known_hosts_path()
+    assert mode(path) == 0o600
+    assert mode(path.parent) == 0o700
+
+
+def test_repinning_an_alias_replaces_only_its_key() -> None:
+    a1, a2, b = (generate_ed25519("").public_line for _ in range(3))
+    known_hosts.pin("devbox-a", a1)
+    known_hosts.pin("devbox-ab", b)
+    known_hosts.pin("devbox-a", a2)
+    assert known_hosts.lookup("devbox-a") == a2
+    assert known_hosts.lookup("devbox-ab") == b
+    lines = paths.known_hosts_path().read_text().splitlines()
+    assert sorted(lines) == sorted([f"devbox-a {a2}", f"devbox-ab {b}"])
+
+
+def test_unpin_removes_only_that_alias() -> None:
+    a, b = generate_ed25519("").public_line, generate_ed25519("").public_line
+    known_hosts.pin("devbox-a", a)
+    known_hosts.pin("devbox-b", b)
+    known_hosts.unpin("devbox-a")
+    assert known_hosts.lookup("devbox-a") is None
+    assert known_hosts.lookup("devbox-b") == b
+    known_hosts.unpin("devbox-b")
+    assert paths.known_hosts_path().read_text() == ""
+
+
+def test_unpin_without_a_file_creates_nothing() -> None:
+    known_hosts.unpin("devbox-a")
+    assert not paths.known_hosts_path().exists()
+
+
+def test_known_hosts_at_an_explicit_path(tmp_path: Path) -> None:
+    path = tmp_path / "kh" / "known_hosts"
+    line = generate_ed25519("").public_line
+    known_hosts.pin("devbox-x", line, path)
+    assert known_hosts.lookup("devbox-x", path) == line
+    assert known_hosts.lookup("devbox-x") is None
+    known_hosts.unpin("devbox-x", path)
+    assert known_hosts.lookup("devbox-x", path) is None
+
+
+def test_pinned_file_is_read_by_openssh_as_the_hosts_key() -> None:
+    pair = generate_ed25519("")
+    known_hosts.pin("devbox-a", pair.public_line)
+    known_hosts.pin("devbox-b", generate_ed25519("").public_line)
+    out = subprocess.run(
+        ["ssh-keygen", "-F", "devbox-a", "-f", str(paths.known_hosts_path())],
+        capture_output=True,
+        text=True,
+        check=True,
+        stdin=subprocess.DEVNULL,
+    ).stdout
+    found = [ln for ln in out.splitlines() if not ln.startswith("#")]
+    assert found == [f"devbox-a {pair.public_line}"]
+
+
+def test_pinned_file_is_read_by_paramiko() -> None:
+    pair = generate_ed25519("")
+    known_hosts.pin("devbox-a", pair.public_line)
+    keys = paramiko.HostKeys(str(paths.known_hosts_path()))
+    key = keys.lookup("devbox-a")["ssh-ed25519"]
+    assert f"{key.get_name()} {key.get_base64()}" == pair.public_line
+
+
+def test_concurrent_pins_from_threads_all_land() -> None:
+    lines = {f"devbox-{i}": generate_ed25519("").public_line for i in range(24)}
+    barrier = threading.Barrier(len(lines))
+    errors: list[BaseException] = []
+
+    def pin(alias: str, line: str) -> None:
+        try:
+            barrier.wait()
+            known_hosts.pin(alias, line)
+        except BaseException as exc:  # reported by the assert below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=pin, args=item) for item in lines.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert {alias: known_hosts.lookup(alias) for alias in lines} == lines
+    assert len(paths.known_hosts_path().read_text().splitlines()) == len(lines)
