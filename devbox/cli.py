@@ -228,7 +228,7 @@ def _box_json(b: Box) -> dict[str, object]:
     }
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
+@cli.command(context_settings={"ignore_unknown_options": True}, short_help="Shell or command in a box.")
 @click.argument("name")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @_ssh_config_opt
@@ -285,7 +285,7 @@ cli.command("start", help="Start a stopped box and wait until you can log in.")(
 cli.command("restart", help="Restart a box and wait until you can log in.")(_lifecycle("restart"))
 
 
-@cli.command()
+@cli.command(short_help="Remove a box (keeps its home unless --purge).")
 @click.argument("name")
 @click.option("--purge", is_flag=True, help="Also delete the box's home volume.")
 @_ssh_config_opt
@@ -299,7 +299,7 @@ def rm(ctx: click.Context, name: str, purge: bool, ssh_config: Path | None) -> N
     _console().print(f"Removed {name}{kept}")
 
 
-@cli.command("ssh-config")
+@cli.command("ssh-config", short_help="Print a box's ssh config block, or re-sync all.")
 @click.argument("name", required=False)
 @_ssh_config_opt
 @click.pass_context
@@ -324,7 +324,7 @@ def _report_include(result) -> None:
         )
 
 
-@cli.command()
+@cli.command(short_help="Open VS Code Remote-SSH on a box.")
 @click.argument("name")
 @click.argument("path", required=False)
 @click.pass_context
@@ -344,7 +344,7 @@ def code(ctx: click.Context, name: str, path: str | None) -> None:
     sys.exit(subprocess.run(argv).returncode)
 
 
-@cli.command("gpus")
+@cli.command("gpus", short_help="The host's GPUs and which box holds each.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def gpus_cmd(ctx: click.Context, as_json: bool) -> None:
@@ -390,9 +390,12 @@ def main() -> None:
         _fail(exc.message, exc.hint, exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        # click's own three-line usage block, folded into devbox's one-line form.
+        command = exc.ctx.command_path if exc.ctx else "devbox"
+        _fail(exc.format_message(), f"see `{command} --help`", exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        _fail(exc.format_message(), None, exc.exit_code)
     except (click.Abort, KeyboardInterrupt):
         _fail("interrupted", None, 130)
     except Exception as exc:  # noqa: BLE001 - last resort: library errors we did not anticipate

@@ -75,10 +75,16 @@ BAD_UP = {
     "gpus negative": (["--gpus=-1"], "cannot be negative"),
     "gpus empty item": (["--gpus", "0,,1"], "empty item"),
     "gpus MIG": (["--gpus", "MIG-0123"], "MIG devices cannot be selected"),
-    "gpus with gpu-count": (["--gpus", "0", "--gpu-count", "1"], "--gpus and --gpu-count cannot be used together"),
+    "gpus with gpu-count": (
+        ["--gpus", "0", "--gpu-count", "1"],
+        "--gpus and --gpu-count cannot be used together",
+    ),
     "gpu-count zero": (["--gpu-count", "0"], "--gpu-count must be at least 1"),
     "relative mount source": (["--mount", "data:/data"], "mount source 'data' is not an absolute path"),
-    "missing mount source": (["--mount", "/nonexistent/src:/data"], "mount source /nonexistent/src does not exist"),
+    "missing mount source": (
+        ["--mount", "/nonexistent/src:/data"],
+        "mount source /nonexistent/src does not exist",
+    ),
     "relative mount target": (["--mount", "/:data"], "mount target 'data' is not an absolute path"),
     "mount without target": (["--mount", "/tmp"], "invalid --mount '/tmp'"),
     "env without value": (["--env", "NOVALUE"], "invalid --env 'NOVALUE'"),

@@ -14,11 +14,11 @@ from pathlib import Path
 import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
+from devbox.keys.keypair import Identity, KeyPair, generate_ed25519, public_key_blob
 
 from devbox.boxes import _payload
 from devbox.gpus import GpuSelection
 from devbox.image import IMAGE_REPO, LAYER_FILES, _context_tar, layer_files, layer_tag
-from devbox.keys.keypair import Identity, KeyPair, generate_ed25519, public_key_blob
 from devbox.spec import BoxSpec, LoginUser
 
 BASE_ID = "sha256:" + "ab" * 32
@@ -94,7 +94,8 @@ def test_build_context_holds_each_file_with_scripts_executable() -> None:
 def test_build_context_is_readable_from_its_start() -> None:
     buf = _context_tar({"Dockerfile": b"FROM scratch\n"})
     assert buf.tell() == 0
-    assert tarfile.open(fileobj=buf).getnames() == ["Dockerfile"]
+    with tarfile.open(fileobj=buf) as tar:
+        assert tar.getnames() == ["Dockerfile"]
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -124,7 +125,9 @@ def test_entrypoint_reads_the_payload_from_etc_devbox_and_runs_sshd_in_the_foreg
 
 
 def box_spec(user: str = "alice") -> BoxSpec:
-    return BoxSpec(name="box", image="ubuntu:24.04", user=LoginUser(user, 1001, 1001), gpus=GpuSelection.none())
+    return BoxSpec(
+        name="box", image="ubuntu:24.04", user=LoginUser(user, 1001, 1001), gpus=GpuSelection.none()
+    )
 
 
 @pytest.fixture(scope="module")

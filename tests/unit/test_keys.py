@@ -11,9 +11,6 @@ import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from devbox import paths
-from devbox.errors import UsageError
 from devbox.keys import known_hosts
 from devbox.keys.keypair import (
     ensure_user_key,
@@ -21,6 +18,9 @@ from devbox.keys.keypair import (
     load_identity,
     public_key_blob,
 )
+
+from devbox import paths
+from devbox.errors import UsageError
 
 
 @pytest.fixture(autouse=True)
@@ -40,21 +40,25 @@ def mode(path: Path) -> int:
 
 def public_blob_of(private_path: Path) -> str:
     key = serialization.load_ssh_private_key(private_path.read_bytes(), password=None)
-    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
 
 
 def write_key(path: Path, password: bytes | None = None) -> str:
     """An ed25519 private key in OpenSSH format at `path` (0600); returns its public blob."""
     key = Ed25519PrivateKey.generate()
-    encryption = (
-        serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
-    )
+    encryption = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
     path.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, encryption)
     )
     path.chmod(0o600)
     return (
-        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
     )
 
 
