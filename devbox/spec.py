@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import pwd
 import re
@@ -12,7 +13,8 @@ from devbox.errors import UsageError
 from devbox.gpus import GpuSelection
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-_SIZE_RE = re.compile(r"\d+(\.\d+)?[bkmgt]?", re.IGNORECASE)
+# Docker understands b, k, m and g suffixes only.
+_SIZE_RE = re.compile(r"\d+(\.\d+)?[bkmg]?", re.IGNORECASE)
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 DEFAULT_SHM = "8g"  # PyTorch DataLoader workers share tensors through /dev/shm; Docker's 64m breaks them.
 
@@ -120,7 +122,8 @@ def parse_size(text: str, flag: str) -> str:
 
 
 def parse_cpus(value: float) -> float:
-    if value <= 0:
+    # Docker counts in billionths of a CPU, and 0 would mean "no limit": refuse what rounds to it.
+    if not math.isfinite(value) or value < 0.01:
         raise UsageError(f"invalid --cpus {value}", "use a positive number such as 4 or 0.5")
     return value
 
@@ -133,7 +136,7 @@ def local_user() -> LoginUser:
     uid, gid = os.getuid(), os.getgid()
     if uid == 0:
         return LoginUser("dev", 1000, 1000)
-    name = pwd.getpwuid(uid).pw_name
+    name = owner_name()
     if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", name):
         name = "dev"
     return LoginUser(name, uid, gid)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from devbox import paths
 from devbox.errors import UsageError
 from devbox.files import atomic_write, locked
+from devbox.spec import owner_name
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def ensure_user_key(path: Path | None = None) -> Identity:
     pub = path.with_name(path.name + ".pub")
     with locked(path):
         if not path.exists():
-            pair = generate_ed25519(f"devbox-{getpass.getuser()}@{socket.gethostname()}")
+            pair = generate_ed25519(f"devbox-{owner_name()}@{socket.gethostname()}")
             atomic_write(path, pair.private_openssh, 0o600)
             atomic_write(pub, pair.public_line + "\n", 0o644)
         elif not pub.exists():

@@ -38,7 +38,7 @@ def usage_error(fn, *args) -> UsageError:
 # --- names -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["a", "0", "mybox", "gpu-box-2", "9lives", "a" * 63, "a-"])
+@pytest.mark.parametrize("name", ["a", "0", "mybox", "gpu-box-2", "9lives", "a" * 63])
 def test_valid_box_names_are_returned_unchanged(name: str) -> None:
     assert validate_name(name) == name
 
@@ -185,7 +185,7 @@ def test_sizes_are_accepted_and_lowercased(text: str, expected: str) -> None:
     assert parse_size(text, "--shm-size") == expected
 
 
-@pytest.mark.parametrize("text", ["", "g", "8gb", "-1g", "8 g", "1.g", ".5g", "8x", "lots"])
+@pytest.mark.parametrize("text", ["", "g", "8gb", "-1g", "8 g", "1.g", ".5g", "8x", "lots", "1t"])
 def test_malformed_size_is_refused_naming_the_flag(text: str) -> None:
     err = usage_error(parse_size, text, "--memory")
     assert err.message == f"invalid --memory {text!r}"
@@ -200,8 +200,8 @@ def test_positive_cpus_are_accepted(value: float) -> None:
     assert parse_cpus(value) == value
 
 
-@pytest.mark.parametrize("value", [0.0, -0.0, -1.0, -0.5])
-def test_zero_or_negative_cpus_are_refused(value: float) -> None:
+@pytest.mark.parametrize("value", [0.0, -0.0, -1.0, -0.5, 0.001, float("nan"), float("inf")])
+def test_zero_negative_tiny_or_non_finite_cpus_are_refused(value: float) -> None:
     err = usage_error(parse_cpus, value)
     assert err.message == f"invalid --cpus {value}"
 
