@@ -106,6 +106,14 @@ class GpuReport:
         """GPU processes no devbox owns: someone training outside devbox."""
         return [p for p in self.inventory.processes if p.pid not in self.pid_owners]
 
+    def to_json(self) -> dict[str, object]:
+        data = gpus.inventory_to_json(self.inventory, self.holders)
+        for gpu in data["gpus"]:  # type: ignore[union-attr]
+            for proc in gpu["processes"]:
+                proc["box"] = self.pid_owners.get(proc["pid"])
+        data["docker_gpus"] = self.docker_gpus
+        return data
+
 
 def report(engine: Engine) -> GpuReport:
     inv = inventory(engine, required=True)
@@ -135,7 +143,8 @@ def docker_gpu_support(engine: Engine) -> bool | None:
     info = engine.client.info()
     if "nvidia" in (info.get("Runtimes") or {}):
         return True
-    images = engine.client.images.list(filters={"dangling": False})
+    # devbox's own layer images: known to have `true`, and to be meant to run here.
+    images = engine.client.images.list(name="devbox-layer")
     if not images:
         return None
     # The only reliable test: start a throwaway container that asks for every GPU.

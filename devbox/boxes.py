@@ -3,31 +3,30 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import json
+import random
 import socket
-import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-from string import Template
 from typing import TYPE_CHECKING
 
-from devbox import __version__, allocation, gpus, paths, sshclient, sshconfig, vscode
+from devbox import __version__, allocation, gpus, paths, sshclient, sshconfig, trust, vscode
 from devbox.allocation import RUNNING_STATES
 from devbox.engine import Engine, L, describe_error
 from devbox.errors import DevboxError, NotFoundError, UsageError
 from devbox.image import ensure_image
 from devbox.keys import known_hosts
-from devbox.keys.keypair import Identity, generate_ed25519
-from devbox.spec import BoxSpec, owner_name
+from devbox.keys.keypair import Identity, KeyPair, ensure_user_key, generate_ed25519, load_identity
+from devbox.spec import READY_TIMEOUT_S, BoxSpec
+from devbox.users import owner_name
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
 
 Progress = Callable[[str], None]
-READY_TIMEOUT_S = 90.0
+# Below Linux's ephemeral range (32768+), so outgoing connections don't squat a stopped box's port.
+PORT_RANGE = range(20000, 32000)
 
 
 @dataclass(frozen=True)
@@ -42,13 +41,12 @@ class Box:
     status: str
     port: int
     gpus: tuple[str, ...]
-    gpu_request: str
     image: str
     workdir: str
     volume: str
     container: str
     container_id: str
-    identity: str
+    identity: str  # the user's own key (--identity), or "" for devbox's key
 
     @property
     def running(self) -> bool:
@@ -65,42 +63,58 @@ class Box:
     @classmethod
     def from_container(cls, c: Container) -> Box:
         lb = c.labels
-        return cls(
-            name=lb[L("name")],
-            owner=lb.get(L("owner"), "?"),
-            user=lb.get(L("user"), "?"),
-            uid=int(lb.get(L("uid"), "0")),
-            gid=int(lb.get(L("gid"), "0")),
-            status=c.status,
-            port=int(lb.get(L("port"), "0")),
-            gpus=gpus.parse_label(lb.get(L("gpus"), "")),
-            gpu_request=lb.get(L("gpu-request"), "none"),
-            image=lb.get(L("image"), ""),
-            workdir=lb.get(L("workdir"), ""),
-            volume=lb.get(L("volume"), ""),
-            container=c.name,
-            container_id=c.id,
-            identity=lb.get(L("identity"), ""),
-        )
+        try:
+            return cls(
+                name=lb[L("name")],
+                owner=lb[L("owner")],
+                user=lb[L("user")],
+                uid=int(lb[L("uid")]),
+                gid=int(lb[L("gid")]),
+                status=c.status,
+                port=int(lb[L("port")]),
+                gpus=gpus.parse_label(lb.get(L("gpus"), "")),
+                image=lb.get(L("image"), ""),
+                workdir=lb.get(L("workdir"), ""),
+                volume=lb.get(L("volume"), ""),
+                container=c.name,
+                container_id=c.id,
+                identity=lb.get(L("identity"), ""),
+            )
+        except (KeyError, ValueError):
+            raise DevboxError(
+                f"container {c.name} has damaged devbox labels", f"remove it with `docker rm -f {c.name}`"
+            ) from None
 
 
 @dataclass(frozen=True)
 class UpResult:
     box: Box
     created: bool
-    built: bool
     ssh: sshconfig.IncludeResult
+    vscode: vscode.SettingsResult | None
 
 
 def container_name(owner: str, name: str) -> str:
-    safe_owner = "".join(ch if ch.isalnum() or ch in "_.-" else "-" for ch in owner)
-    return f"devbox-{safe_owner}-{name}"
+    """`devbox-<owner>.<name>`: box names have no '.', so no two (owner, name) pairs share one."""
+    safe_owner = "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in owner)
+    return f"devbox-{safe_owner}.{name}"
+
+
+def identity_of(box: Box) -> Identity:
+    """The key `box` was set up with: the user's own (--identity) or devbox's."""
+    return load_identity(Path(box.identity)) if box.identity else ensure_user_key()
 
 
 def list_boxes(engine: Engine, owner: str | None = None) -> list[Box]:
-    """The owner's boxes (everyone's when owner is None), sorted by owner then name."""
-    boxes = [Box.from_container(c) for c in engine.boxes(owner=owner)]
-    return sorted(boxes, key=lambda b: (b.owner, b.name))
+    """The owner's boxes (everyone's when owner is None), sorted by owner then name.
+
+    Containers with damaged labels are left out rather than failing the whole listing.
+    """
+    found = []
+    for c in engine.boxes(owner=owner):
+        with contextlib.suppress(DevboxError):
+            found.append(Box.from_container(c))
+    return sorted(found, key=lambda b: (b.owner, b.name))
 
 
 def get_box(engine: Engine, name: str, owner: str | None = None) -> Box:
@@ -116,6 +130,14 @@ def _container(engine: Engine, name: str, owner: str) -> Container:
     return found[0]
 
 
+def _require_local(engine: Engine) -> None:
+    if not engine.is_local:
+        raise UsageError(
+            f"boxes on remote engines ({engine.url}) are not supported yet",
+            "run devbox on the GPU server itself, or use a local DOCKER_HOST",
+        )
+
+
 # ---------------------------------------------------------------- up
 
 
@@ -124,40 +146,43 @@ def up(
     spec: BoxSpec,
     identity: Identity,
     *,
-    identity_label: str = "",
+    given: Collection[str] | None = None,
     keep_on_failure: bool = False,
     ssh_config: Path | None = None,
     progress: Progress = lambda _line: None,
     timeout: float = READY_TIMEOUT_S,
 ) -> UpResult:
-    """Create (or start) the box described by `spec`; return once a key login works."""
+    """Create (or start) the box described by `spec`; return once a key login works.
+
+    For an existing box only the options in `given` (fingerprint keys; None = all) must match,
+    so a bare `up NAME` starts a box whatever it was created with.
+    """
+    _require_local(engine)
     owner = owner_name()
     existing = engine.boxes(owner=owner, name=spec.name)
     if existing:
-        return _up_existing(engine, spec, existing[0], identity, ssh_config, progress, timeout)
+        return _up_existing(engine, spec, existing[0], identity, given, ssh_config, progress, timeout)
 
     layer = ensure_image(engine, spec.image, progress)
     host_key = generate_ed25519(f"devbox-{spec.name}")
-    created: list[Callable[[], None]] = []  # undo steps, run in reverse on failure
+    undo: list[Callable[[], None]] = []  # run in reverse if anything below fails
     try:
-        container = _create_and_start(
-            engine, spec, owner, layer.tag, identity, host_key, identity_label, created
-        )
+        container = _create_and_start(engine, spec, owner, layer.tag, identity, host_key, undo)
         box = Box.from_container(container)
         known_hosts.pin(box.alias, host_key.public_line)
-        created.append(lambda: known_hosts.unpin(box.alias))
+        undo.append(lambda: known_hosts.unpin(box.alias))
         progress(f"Waiting for sshd in {spec.name}")
         _wait_ready(engine, box, identity, timeout)
     except BaseException:
         if keep_on_failure:
             progress("Keeping what was created (--keep-on-failure); `devbox rm --purge` cleans it up")
         else:
-            for undo in reversed(created):
+            for step in reversed(undo):
                 with contextlib.suppress(Exception):
-                    undo()
+                    step()
         raise
-    include = _publish_ssh_entry(box, ssh_config)
-    return UpResult(get_box(engine, spec.name, owner), created=True, built=layer.built, ssh=include)
+    include, settings = _publish(box, ssh_config)
+    return UpResult(get_box(engine, spec.name, owner), created=True, ssh=include, vscode=settings)
 
 
 def _up_existing(
@@ -165,27 +190,39 @@ def _up_existing(
     spec: BoxSpec,
     container: Container,
     identity: Identity,
+    given: Collection[str] | None,
     ssh_config: Path | None,
     progress: Progress,
     timeout: float,
 ) -> UpResult:
-    recorded = json.loads(container.labels.get(L("spec"), "{}"))
+    try:
+        recorded = json.loads(container.labels.get(L("spec"), "{}"))
+    except json.JSONDecodeError:
+        recorded = {}
     wanted = spec.fingerprint()
-    differs = sorted(k for k in wanted if json.dumps(recorded.get(k)) != json.dumps(wanted[k]))
+    keys = wanted.keys() if given is None else [k for k in wanted if k in given]
+    differs = sorted(k for k in keys if json.dumps(recorded.get(k)) != json.dumps(wanted[k]))
     if differs:
-        changes = ", ".join(f"{k}: {recorded.get(k)} → {wanted[k]}" for k in differs)
+        changes = ", ".join(f"{k} {_show(recorded.get(k))} → {_show(wanted[k])}" for k in differs)
         raise UsageError(
-            f"box {spec.name!r} already exists with different options ({changes})",
-            f"recreate it with `devbox rm {spec.name}` then `devbox up` (the home volume is kept), "
-            f"or run `devbox up {spec.name}` without changing options",
+            f"box {spec.name!r} already exists with other options ({changes})",
+            f"to change them: `devbox rm {spec.name}` then `devbox up` again (the home volume is kept); "
+            f"to just start it: `devbox up {spec.name}`",
         )
     box = Box.from_container(container)
+    trust.refresh(container, box.alias, identity)
     if not box.running:
         progress(f"Starting {spec.name}")
         allocation.start_checked(engine, container, share=spec.share_gpus)
     _wait_ready(engine, box, identity, timeout)
-    include = _publish_ssh_entry(box, ssh_config)
-    return UpResult(get_box(engine, spec.name), created=False, built=False, ssh=include)
+    include, settings = _publish(box, ssh_config)
+    return UpResult(get_box(engine, spec.name), created=False, ssh=include, vscode=settings)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "none"
+    return "none" if value is None else str(value)
 
 
 def _create_and_start(
@@ -194,47 +231,83 @@ def _create_and_start(
     owner: str,
     image: str,
     identity: Identity,
-    host_key,
-    identity_label: str,
-    created: list[Callable[[], None]],
+    host_key: KeyPair,
+    undo: list[Callable[[], None]],
 ) -> Container:
     import docker
 
-    volume_name = f"{container_name(owner, spec.name)}-home"
-    _ensure_volume(engine, volume_name, owner, spec.name, created)
-    # GPUs are chosen, claimed (labels) and started under one engine-wide lock, so concurrent
-    # `up`s of any user on this engine can never pick the same GPU.
-    with engine.lock("gpus", image):
-        device_ids = allocation.choose(engine, spec)
-        for attempt in range(3):
-            port = _free_port(engine)
-            container = engine.client.containers.create(
-                image, **_create_args(spec, owner, volume_name, port, device_ids, identity_label)
+    # Choosing GPUs and a port, creating (which claims them in labels) and starting happen under
+    # one engine-wide lock, so concurrent `up`s of any user never take the same GPU or port, and
+    # two `up`s of the same name cannot both create it.
+    with engine.lock(allocation.LOCK, image):
+        if engine.boxes(owner=owner, name=spec.name):
+            raise DevboxError(
+                f"box {spec.name!r} was just created by another devbox run", "run `devbox up` again"
             )
-            created.append(lambda c=container: c.remove(force=True))
-            container.put_archive("/etc", _payload(spec, identity, host_key))
+        volume = _ensure_volume(engine, owner, spec.name, undo)
+        device_ids = allocation.choose(engine, spec)
+        identity_label = "" if identity.private_path == paths.user_key_path() else str(identity.private_path)
+        for attempt in range(3):
+            args = _create_args(spec, owner, volume, _free_port(engine), device_ids, identity_label)
+            container = _docker_call(
+                f"create {spec.name}", lambda a=args: engine.client.containers.create(image, **a)
+            )
+            undo.append(lambda c=container: c.remove(force=True))
+            _docker_call(
+                f"set up {spec.name}",
+                lambda c=container: c.put_archive("/etc", trust.payload(spec.user.name, identity, host_key)),
+            )
             try:
                 container.start()
                 break
             except docker.errors.APIError as exc:
-                # Another process took the port between our probe and Docker's bind: try another one.
-                if attempt == 2 or "already allocated" not in str(exc) and "in use" not in str(exc):
-                    raise DevboxError(f"cannot start {spec.name}: {describe_error(exc)}") from None
-                created.pop()()
+                # Another program took the port between our probe and Docker's bind: take another.
+                taken = "already allocated" in str(exc) or "address already in use" in str(exc)
+                if attempt == 2 or not taken:
+                    raise _start_error(spec.name, exc) from None
+                undo.pop()()
     container.reload()
     return container
 
 
-def _ensure_volume(
-    engine: Engine, volume: str, owner: str, name: str, created: list[Callable[[], None]]
-) -> None:
+def _docker_call(what: str, call: Callable[[], object]):
+    """Run one Docker call; its refusal becomes one line (exit 2 when Docker blames the input)."""
     import docker
 
     try:
-        engine.client.volumes.get(volume)
+        return call()
+    except docker.errors.APIError as exc:
+        kind = UsageError if exc.is_client_error() else DevboxError
+        raise kind(f"cannot {what}: {describe_error(exc)}") from None
+
+
+def _start_error(name: str, exc: Exception) -> DevboxError:
+    text = describe_error(exc)
+    if "could not select device driver" in text:
+        return DevboxError(
+            f"cannot start {name}: Docker on this host cannot pass GPUs to containers",
+            "install the NVIDIA Container Toolkit, or create the box without --gpus; `devbox gpus` checks",
+        )
+    return DevboxError(f"cannot start {name}: {text}")
+
+
+def _ensure_volume(engine: Engine, owner: str, name: str, undo: list[Callable[[], None]]) -> str:
+    """The box's home volume: reused if this owner's box of this name had one, else created."""
+    import docker
+
+    volume = f"{container_name(owner, name)}.home"
+    try:
+        labels = engine.client.volumes.get(volume).attrs.get("Labels") or {}
     except docker.errors.NotFound:
         vol = engine.client.volumes.create(volume, labels={L("name"): name, L("owner"): owner})
-        created.append(lambda: vol.remove(force=True))
+        undo.append(lambda: vol.remove(force=True))
+        return volume
+    if (labels.get(L("owner")), labels.get(L("name"))) != (owner, name):
+        raise DevboxError(
+            f"volume {volume} exists but does not belong to {owner}'s box {name}",
+            "pick another box name, or ask the volume's owner",
+        )
+    return volume
 
 
 def _create_args(
@@ -247,6 +320,7 @@ def _create_args(
         "DEVBOX_UID": str(spec.user.uid),
         "DEVBOX_GID": str(spec.user.gid),
         "DEVBOX_SUDO": "1" if spec.sudo else "0",
+        "DEVBOX_WORKDIR": spec.workdir or "",
         **dict(spec.env),
     }
     requests = []
@@ -266,10 +340,8 @@ def _create_args(
         L("user"): spec.user.name,
         L("uid"): str(spec.user.uid),
         L("gid"): str(spec.user.gid),
-        L("gpus"): "all"
-        if spec.gpus.kind == "all" and not device_ids
-        else gpus.format_device_ids(device_ids),
-        L("gpu-request"): str(spec.gpus),
+        # `all` without an inventory stays "all", which conflicts with every GPU.
+        L("gpus"): gpus.format_device_ids(device_ids) or (gpus.ALL if spec.gpus.kind == "all" else ""),
         L("share-gpus"): "1" if spec.share_gpus else "0",
         L("port"): str(port),
         L("image"): spec.image,
@@ -302,40 +374,19 @@ def _create_args(
     return args
 
 
-def _payload(spec: BoxSpec, identity: Identity, host_key) -> bytes:
-    """/etc/devbox as a tar: sshd_config, host key, authorized_keys.
-
-    put_archive (not host files) so the same code works against a remote engine.
-    """
-    template = (resources.files("devbox.images") / "sshd_config.in").read_text()
-    files = {
-        "devbox/sshd_config": (Template(template).substitute(user=spec.user.name).encode(), 0o644),
-        "devbox/ssh_host_ed25519_key": (host_key.private_openssh, 0o600),
-        "devbox/ssh_host_ed25519_key.pub": (host_key.public_line.encode() + b"\n", 0o644),
-        "devbox/authorized_keys": (identity.public_line.encode() + b"\n", 0o644),
-    }
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        d = tarfile.TarInfo("devbox")
-        d.type, d.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(d)
-        for name, (data, mode) in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), mode
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def _free_port(engine: Engine) -> int:
     """A port free on 127.0.0.1 now and not reserved by any other box (stopped boxes keep theirs)."""
     reserved = {c.labels.get(L("port")) for c in engine.boxes()}
-    for _ in range(50):
+    for port in random.sample(PORT_RANGE, 200):
+        if str(port) in reserved:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if str(port) not in reserved:
-            return port
-    raise DevboxError("could not find a free port on 127.0.0.1")
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise DevboxError(f"no free port on 127.0.0.1 in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
 
 
 def _wait_ready(engine: Engine, box: Box, identity: Identity, timeout: float) -> None:
@@ -346,9 +397,9 @@ def _wait_ready(engine: Engine, box: Box, identity: Identity, timeout: float) ->
             status = engine.client.containers.get(box.container_id).status
         except docker.errors.NotFound:
             return f"box {box.name} disappeared while starting"
-        return (
-            None if status in ("running", "created") else f"box {box.name} stopped while starting ({status})"
-        )
+        if status in ("running", "created"):
+            return None
+        return f"box {box.name} stopped while starting ({status})"
 
     try:
         sshclient.wait_ready(box.target, identity, timeout, why_dead)
@@ -367,6 +418,9 @@ def _log_tail(container: Container, lines: int = 5) -> str:
     return " | ".join(distinct[-lines:]) or "(empty)"
 
 
+# ---------------------------------------------------------------- ssh config and VS Code
+
+
 def ssh_entry(box: Box) -> sshconfig.HostEntry:
     """The OpenSSH block for `box`: its port, user, key and pinned known_hosts."""
     return sshconfig.HostEntry(
@@ -378,10 +432,10 @@ def ssh_entry(box: Box) -> sshconfig.HostEntry:
     )
 
 
-def _publish_ssh_entry(box: Box, ssh_config: Path | None) -> sshconfig.IncludeResult:
-    result = sshconfig.upsert(ssh_entry(box), user_config=ssh_config)
-    _tell_vscode(box.alias)
-    return result
+def _publish(
+    box: Box, ssh_config: Path | None
+) -> tuple[sshconfig.IncludeResult, vscode.SettingsResult | None]:
+    return sshconfig.upsert(ssh_entry(box), user_config=ssh_config), _tell_vscode(box.alias)
 
 
 def _tell_vscode(alias: str) -> vscode.SettingsResult | None:
@@ -407,30 +461,43 @@ def sync_ssh(engine: Engine, ssh_config: Path | None = None) -> tuple[sshconfig.
 def start(
     engine: Engine,
     name: str,
-    identity: Identity,
     *,
     share_gpus: bool = False,
     ssh_config: Path | None = None,
     timeout: float = READY_TIMEOUT_S,
 ) -> Box:
+    """Start a stopped box (GPU conflicts checked) and wait until a key login works."""
+    _require_local(engine)
     container = _container(engine, name, owner_name())
     box = Box.from_container(container)
+    identity = identity_of(box)
+    trust.refresh(container, box.alias, identity)
     if not box.running:
         allocation.start_checked(engine, container, share_gpus)
     _wait_ready(engine, box, identity, timeout)
-    _publish_ssh_entry(box, ssh_config)
+    _publish(box, ssh_config)
     return get_box(engine, name)
 
 
 def stop(engine: Engine, name: str) -> Box:
     container = _container(engine, name, owner_name())
-    container.stop(timeout=10)
+    _docker_call(f"stop {name}", lambda: container.stop(timeout=10))
     return get_box(engine, name)
 
 
-def restart(engine: Engine, name: str, identity: Identity, *, timeout: float = READY_TIMEOUT_S) -> Box:
-    stop(engine, name)
-    return start(engine, name, identity, timeout=timeout)
+def restart(
+    engine: Engine, name: str, *, ssh_config: Path | None = None, timeout: float = READY_TIMEOUT_S
+) -> Box:
+    """Restart in place: a running box keeps its GPUs throughout (no window for others to take them)."""
+    _require_local(engine)
+    container = _container(engine, name, owner_name())
+    if container.status not in RUNNING_STATES:
+        return start(engine, name, ssh_config=ssh_config, timeout=timeout)
+    with engine.lock(allocation.LOCK, container.attrs["Config"]["Image"]):
+        _docker_call(f"restart {name}", lambda: container.restart(timeout=10))
+    box = get_box(engine, name)
+    _wait_ready(engine, box, identity_of(box), timeout)
+    return box
 
 
 def rm(engine: Engine, name: str, *, purge: bool = False, ssh_config: Path | None = None) -> Box:
@@ -439,11 +506,15 @@ def rm(engine: Engine, name: str, *, purge: bool = False, ssh_config: Path | Non
 
     container = _container(engine, name, owner_name())
     box = Box.from_container(container)
-    container.remove(force=True)
-    sshconfig.remove(box.alias, user_config=ssh_config)
-    known_hosts.unpin(box.alias)
+    _docker_call(f"remove {name}", lambda: container.remove(force=True))
+    # Local cleanup is best effort: the box is gone, and a stale entry is harmless.
+    with contextlib.suppress(OSError, DevboxError):
+        sshconfig.remove(box.alias, user_config=ssh_config)
+    with contextlib.suppress(OSError):
+        known_hosts.unpin(box.alias)
     if vscode.settings_path().parent.is_dir():
-        vscode.remove_remote_platform(box.alias)
+        with contextlib.suppress(OSError):
+            vscode.remove_remote_platform(box.alias)
     if purge and box.volume:
         try:
             engine.client.volumes.get(box.volume).remove(force=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from devbox.errors import DevboxError, UsageError
+from devbox.errors import DevboxError
 
 if TYPE_CHECKING:
     from devbox.boxes import Box
@@ -30,6 +30,13 @@ def _console(stderr: bool = False):
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def escape(text: str) -> str:
+    """Text from outside (build logs, names) must not be read as rich markup."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def _engine(ctx: click.Context) -> Engine:
@@ -51,6 +58,14 @@ def _ssh_config_opt(f):
         type=click.Path(dir_okay=False, path_type=Path),
         envvar="DEVBOX_SSH_CONFIG",
         help="OpenSSH config to add devbox's Include to [default: ~/.ssh/config].",
+    )(f)
+
+
+def _timeout_opt(f):
+    from devbox.spec import READY_TIMEOUT_S
+
+    return click.option(
+        "--timeout", type=float, default=READY_TIMEOUT_S, show_default=True, help="Seconds to wait for sshd."
     )(f)
 
 
@@ -97,7 +112,7 @@ def cli(ctx: click.Context, host: str | None) -> None:
     help="Your private key to log in with [default: devbox's own ed25519 key].",
 )
 @click.option("--keep-on-failure", is_flag=True, help="Leave a box that failed to start, for debugging.")
-@click.option("--timeout", type=float, default=90.0, show_default=True, help="Seconds to wait for sshd.")
+@_timeout_opt
 @_ssh_config_opt
 @click.pass_context
 def up(
@@ -120,29 +135,22 @@ def up(
     ssh_config: Path | None,
 ) -> None:
     """Create (or start) a box and wait until you can log in. NAME defaults to this directory's name."""
-    from devbox import boxes, gpus, spec
+    from devbox import boxes, spec
 
-    if gpus_text is not None and gpu_count is not None:
-        raise UsageError("--gpus and --gpu-count cannot be used together", "pick one")
-    selection = (
-        gpus.parse_count(gpu_count) if gpu_count is not None else gpus.parse_selection(gpus_text or "none")
-    )
-    box_spec = spec.BoxSpec(
-        name=spec.validate_name(name) if name else spec.default_name(),
+    box_spec = spec.from_flags(
+        name=name,
         image=image,
-        user=spec.local_user(),
-        gpus=selection,
+        gpus_text=gpus_text,
+        gpu_count=gpu_count,
         share_gpus=share_gpus,
-        mounts=tuple(spec.parse_mount(m) for m in mounts),
-        env=tuple(spec.parse_env(e) for e in envs),
-        shm_size=spec.parse_size(shm_size, "--shm-size"),
-        memory=spec.parse_size(memory, "--memory") if memory else None,
-        cpus=spec.parse_cpus(cpus) if cpus is not None else None,
+        mounts=mounts,
+        envs=envs,
+        shm_size=shm_size,
+        memory=memory,
+        cpus=cpus,
         workdir=workdir,
         sudo=not no_sudo,
     )
-    if workdir and not workdir.startswith("/"):
-        raise UsageError(f"--workdir {workdir!r} is not an absolute path", "e.g. /workspace")
     ident = _identity(identity)
     engine = _engine(ctx)
     err = _console(stderr=True)
@@ -150,14 +158,14 @@ def up(
 
         def progress(line: str) -> None:
             if line.startswith(("Step ", "Building", "devbox:", "Keeping")):
-                err.print(f"[dim]{line}[/dim]")
-            status.update(f"{box_spec.name}: {line[:100]}")
+                err.print(f"[dim]{escape(line)}[/dim]")
+            status.update(f"{box_spec.name}: {escape(line[:100])}")
 
         result = boxes.up(
             engine,
             box_spec,
             ident,
-            identity_label=str(Path(identity).absolute()) if identity else "",
+            given=_given_options(ctx),
             keep_on_failure=keep_on_failure,
             ssh_config=ssh_config,
             progress=progress,
@@ -166,16 +174,46 @@ def up(
     _report_up(result)
 
 
+# Which `up` flags shape which part of BoxSpec.fingerprint(): a re-run of `up NAME` compares
+# only what the user actually typed, so `devbox up NAME` alone always means "start it".
+_FINGERPRINT_OF = {
+    "image": "image",
+    "gpus_text": "gpus",
+    "gpu_count": "gpus",
+    "mounts": "mounts",
+    "envs": "env",
+    "shm_size": "shm_size",
+    "memory": "memory",
+    "cpus": "cpus",
+    "workdir": "workdir",
+    "no_sudo": "sudo",
+}
+
+
+def _given_options(ctx: click.Context) -> frozenset[str]:
+    from click.core import ParameterSource
+
+    typed = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return frozenset(
+        key for param, key in _FINGERPRINT_OF.items() if ctx.get_parameter_source(param) in typed
+    )
+
+
 def _report_up(result) -> None:
     box = result.box
     out = _console()
     verb = "Created" if result.created else "Ready"
     gpus = ",".join(box.gpus) or "none"
     out.print(
-        f"{verb} [bold]{box.name}[/bold]: user {box.user} (uid {box.uid}), GPUs {gpus}, "
+        f"{verb} [bold]{escape(box.name)}[/bold]: user {box.user} (uid {box.uid}), GPUs {gpus}, "
         f"ssh on 127.0.0.1:{box.port}"
     )
     _report_include(result.ssh)
+    if result.vscode and result.vscode.manual_snippet:
+        _console(stderr=True).print(
+            f"[yellow]VS Code settings {result.vscode.path} has comments, so devbox left it alone; "
+            f"add:[/yellow] {escape(result.vscode.manual_snippet)}"
+        )
     out.print(
         f"Connect: [bold]ssh {box.alias}[/bold]   or   devbox ssh {box.name}   or   devbox code {box.name}"
     )
@@ -188,7 +226,7 @@ def _report_up(result) -> None:
 def ls_cmd(ctx: click.Context, all_owners: bool, as_json: bool) -> None:
     """List boxes."""
     from devbox import boxes
-    from devbox.spec import owner_name
+    from devbox.users import owner_name
 
     found = boxes.list_boxes(_engine(ctx), None if all_owners else owner_name())
     if as_json:
@@ -256,33 +294,42 @@ def _exec(argv: list[str]) -> NoReturn:
     os.execvp(argv[0], argv)
 
 
-def _lifecycle(verb: str):
-    @click.argument("name")
-    @click.pass_context
-    def command(ctx: click.Context, name: str, **kwargs) -> None:
-        from devbox import boxes
+@cli.command(help="Stop a box (its GPUs become free; files in home stay).")
+@click.argument("name")
+@click.pass_context
+def stop(ctx: click.Context, name: str) -> None:
+    from devbox import boxes
 
-        engine = _engine(ctx)
-        if verb == "stop":
-            box = boxes.stop(engine, name)
-        else:
-            current = boxes.get_box(engine, name)
-            ident = _identity(current.identity or None)
-            fn = boxes.start if verb == "start" else boxes.restart
-            with _console(stderr=True).status(f"{verb.capitalize()}ing {name}…"):
-                box = fn(engine, name, ident, **kwargs)
-        _console().print(f"{name}: {box.status}")
-
-    return command
+    _console().print(f"{name}: {boxes.stop(_engine(ctx), name).status}")
 
 
-cli.command("stop", help="Stop a box (its GPUs become free; files in home stay).")(_lifecycle("stop"))
-cli.command("start", help="Start a stopped box and wait until you can log in.")(
-    click.option("--share-gpus", is_flag=True, help="Start even if another box holds its GPUs.")(
-        _lifecycle("start")
-    )
-)
-cli.command("restart", help="Restart a box and wait until you can log in.")(_lifecycle("restart"))
+@cli.command(help="Start a stopped box and wait until you can log in.")
+@click.argument("name")
+@click.option("--share-gpus", is_flag=True, help="Start even if another running box holds its GPUs.")
+@_timeout_opt
+@_ssh_config_opt
+@click.pass_context
+def start(ctx: click.Context, name: str, share_gpus: bool, timeout: float, ssh_config: Path | None) -> None:
+    from devbox import boxes
+
+    engine = _engine(ctx)
+    with _console(stderr=True).status(f"Starting {name}…"):
+        box = boxes.start(engine, name, share_gpus=share_gpus, ssh_config=ssh_config, timeout=timeout)
+    _console().print(f"{name}: {box.status}")
+
+
+@cli.command(help="Restart a box in place (it keeps its GPUs) and wait until you can log in.")
+@click.argument("name")
+@_timeout_opt
+@_ssh_config_opt
+@click.pass_context
+def restart(ctx: click.Context, name: str, timeout: float, ssh_config: Path | None) -> None:
+    from devbox import boxes
+
+    engine = _engine(ctx)
+    with _console(stderr=True).status(f"Restarting {name}…"):
+        box = boxes.restart(engine, name, ssh_config=ssh_config, timeout=timeout)
+    _console().print(f"{name}: {box.status}")
 
 
 @cli.command(short_help="Remove a box (keeps its home unless --purge).")
@@ -353,12 +400,7 @@ def gpus_cmd(ctx: click.Context, as_json: bool) -> None:
 
     report = allocation.report(_engine(ctx))
     if as_json:
-        data = gpus.inventory_to_json(report.inventory, report.holders)
-        for gpu in data["gpus"]:
-            for proc in gpu["processes"]:
-                proc["box"] = report.pid_owners.get(proc["pid"])
-        data["docker_gpus"] = report.docker_gpus
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps(report.to_json(), indent=2))
         return
     from rich.table import Table
 

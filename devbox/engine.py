@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from devbox.errors import DevboxError
@@ -60,19 +60,18 @@ class Engine:
             filters.append(f"{LABEL_PREFIX}owner={owner}")
         if name is not None:
             filters.append(f"{LABEL_PREFIX}name={name}")
-        return self.client.containers.list(all=True, filters={"label": filters})
+        # ignore_removed: a colleague's `rm` racing with this listing must not fail our command.
+        return self.client.containers.list(all=True, filters={"label": filters}, ignore_removed=True)
 
     def run_on_host(self, args: list[str]) -> str:
         """Run a command on the engine's host (for nvidia-smi): local engines only for now."""
+        from devbox.gpus import local_runner
+
         if not self.is_local:
             raise DevboxError(
                 f"cannot run {args[0]} on the engine host {self.url}", "run devbox on that host"
             )
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=30)
-        if proc.returncode != 0:
-            detail = (proc.stdout + proc.stderr).strip().splitlines()
-            raise DevboxError(f"{args[0]} failed: {detail[0] if detail else f'exit {proc.returncode}'}")
-        return proc.stdout
+        return local_runner(args)
 
     @contextlib.contextmanager
     def lock(self, name: str, image: str, timeout: float = 90.0) -> Iterator[None]:
@@ -98,7 +97,7 @@ class Engine:
             if time.monotonic() > deadline:
                 raise DevboxError(
                     f"timed out waiting for the engine lock {cname}",
-                    f"if no other devbox is running, remove it: docker rm {cname}",
+                    f"another devbox run holds it; if none is running, `docker rm {cname}` frees it",
                 )
             time.sleep(0.1)
         try:
@@ -108,19 +107,26 @@ class Engine:
                 holder.remove(force=True)
 
     def _break_stale_lock(self, cname: str) -> None:
-        from datetime import UTC, datetime
-
+        """Remove a lock left by a devbox run that died, judged by the engine's own clock."""
         import docker
 
         try:
-            created = self.client.api.inspect_container(cname)["Created"]
+            lock = self.client.api.inspect_container(cname)
+            now = _parse_time(self.client.info()["SystemTime"])
         except docker.errors.NotFound:
             return
-        # Docker's timestamps carry nanoseconds; fromisoformat takes at most microseconds.
-        stamp = datetime.fromisoformat(created[:26].rstrip("Z") + "+00:00")
-        if (datetime.now(UTC) - stamp).total_seconds() > LOCK_STALE_S:
+        if (now - _parse_time(lock["Created"])).total_seconds() > LOCK_STALE_S:
+            # By ID, not name: if another waiter broke it first and took the lock anew, the new
+            # holder's container has another ID and survives.
             with contextlib.suppress(docker.errors.NotFound):
-                self.client.api.remove_container(cname, force=True)
+                self.client.api.remove_container(lock["Id"], force=True)
+
+
+def _parse_time(stamp: str) -> datetime:
+    """Docker's RFC 3339 timestamps carry nanoseconds; fromisoformat takes at most microseconds."""
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    frac = "".join(ch for ch in frac if ch.isdigit())[:6]
+    return datetime.fromisoformat(f"{head}.{frac or '0'}+00:00")
 
 
 def describe_error(exc: Exception) -> str:

@@ -71,6 +71,14 @@ class GpuSelection:
     def of(cls, indices: Iterable[int] = (), uuids: Iterable[str] = ()) -> GpuSelection:
         return cls("indices", indices=tuple(indices), uuids=tuple(uuids))
 
+    def __str__(self) -> str:
+        """Canonical text, as a user would type it: order-free, so `1,0` and `0,1` compare equal."""
+        if self.kind == "count":
+            return f"{self.gpu_count} free"
+        if self.kind != "indices":
+            return self.kind
+        return ",".join([format_index_ranges(self.indices)] * bool(self.indices) + sorted(self.uuids))
+
 
 _INDEX = re.compile(r"[0-9]+")
 _RANGE = re.compile(r"([0-9]+)\s*-\s*([0-9]+)")

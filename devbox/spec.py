@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import math
 import os
-import pwd
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from devbox import gpus
 from devbox.errors import UsageError
 from devbox.gpus import GpuSelection
+from devbox.users import LoginUser, local_user
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 # Docker understands b, k, m and g suffixes only.
 _SIZE_RE = re.compile(r"\d+(\.\d+)?[bkmg]?", re.IGNORECASE)
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+READY_TIMEOUT_S = 90.0  # how long up/start wait for a key login before giving up
 DEFAULT_SHM = "8g"  # PyTorch DataLoader workers share tensors through /dev/shm; Docker's 64m breaks them.
 
 
@@ -27,13 +30,6 @@ class Mount:
 
     def __str__(self) -> str:
         return f"{self.source}:{self.target}:{'ro' if self.read_only else 'rw'}"
-
-
-@dataclass(frozen=True)
-class LoginUser:
-    name: str
-    uid: int
-    gid: int
 
 
 @dataclass(frozen=True)
@@ -112,6 +108,10 @@ def parse_env(text: str) -> tuple[str, str]:
         raise UsageError(f"invalid --env {text!r}", "use NAME=VALUE")
     if key.startswith("DEVBOX_"):
         raise UsageError(f"--env {key} is reserved for devbox", "pick another variable name")
+    if key == "NVIDIA_VISIBLE_DEVICES":
+        raise UsageError(
+            "--env NVIDIA_VISIBLE_DEVICES would bypass GPU allocation", "use --gpus or --gpu-count"
+        )
     return key, value
 
 
@@ -128,23 +128,62 @@ def parse_cpus(value: float) -> float:
     return value
 
 
-def local_user() -> LoginUser:
-    """The login user mirrors the person running devbox, so files on mounts stay theirs.
-
-    Root gets an ordinary `dev` user (UID/GID 1000): the box never allows root logins.
-    """
-    uid, gid = os.getuid(), os.getgid()
-    if uid == 0:
-        return LoginUser("dev", 1000, 1000)
-    name = owner_name()
-    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", name):
-        name = "dev"
-    return LoginUser(name, uid, gid)
+# Where devbox's own files live in the box: a mount there would hide or replace them.
+_RESERVED_TARGETS = ("/etc/devbox", "/run/devbox", "/usr/local/lib/devbox")
 
 
-def owner_name() -> str:
-    """Who owns a box on a shared engine: the local account name."""
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return f"uid{os.getuid()}"
+def from_flags(
+    *,
+    name: str | None,
+    image: str,
+    gpus_text: str | None = None,
+    gpu_count: int | None = None,
+    share_gpus: bool = False,
+    mounts: Sequence[str] = (),
+    envs: Sequence[str] = (),
+    shm_size: str = DEFAULT_SHM,
+    memory: str | None = None,
+    cpus: float | None = None,
+    workdir: str | None = None,
+    sudo: bool = True,
+    cwd: Path | None = None,
+) -> BoxSpec:
+    """Validate what a front end collected (CLI flags, TUI form) into a BoxSpec; UsageError on bad input."""
+    if gpus_text is not None and gpu_count is not None:
+        raise UsageError("--gpus and --gpu-count cannot be used together", "pick one")
+    if gpu_count is not None:
+        selection = gpus.parse_count(gpu_count)
+    else:
+        selection = gpus.parse_selection(gpus_text or "none")
+    if workdir is not None and not workdir.startswith("/"):
+        raise UsageError(f"--workdir {workdir!r} is not an absolute path", "e.g. /workspace")
+    user = local_user()
+    parsed_mounts = tuple(parse_mount(m) for m in mounts)
+    _check_mount_targets(parsed_mounts, f"/home/{user.name}")
+    return BoxSpec(
+        name=validate_name(name) if name else default_name(cwd),
+        image=image,
+        user=user,
+        gpus=selection,
+        share_gpus=share_gpus,
+        mounts=parsed_mounts,
+        env=tuple(parse_env(e) for e in envs),
+        shm_size=parse_size(shm_size, "--shm-size"),
+        memory=parse_size(memory, "--memory") if memory else None,
+        cpus=parse_cpus(cpus) if cpus is not None else None,
+        workdir=os.path.normpath(workdir) if workdir else None,
+        sudo=sudo,
+    )
+
+
+def _check_mount_targets(mounts: tuple[Mount, ...], home: str) -> None:
+    seen: set[str] = set()
+    for m in mounts:
+        if m.target in seen:
+            raise UsageError(f"two --mount flags target {m.target}", "give each mount its own target")
+        seen.add(m.target)
+        if m.target in ("/", home) or m.target.startswith(tuple(t for t in _RESERVED_TARGETS)):
+            raise UsageError(
+                f"cannot mount over {m.target}",
+                f"the box's home ({home}) is a volume of its own; mount into a subdirectory or elsewhere",
+            )

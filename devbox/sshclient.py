@@ -62,15 +62,17 @@ def connect(target: Target, identity: Identity, timeout: float = 10.0) -> parami
 def _auth_args(identity: Identity) -> dict[str, object]:
     import paramiko
 
+    if identity.encrypted:
+        # The user's own passphrase-protected key: their ssh-agent holds it unlocked.
+        return {"look_for_keys": False, "allow_agent": True}
     try:
         return {
             "pkey": paramiko.PKey.from_path(identity.private_path),
             "look_for_keys": False,
             "allow_agent": False,
         }
-    except paramiko.PasswordRequiredException:
-        # An encrypted key is the user's own (--identity): their agent holds it unlocked.
-        return {"look_for_keys": False, "allow_agent": True}
+    except (OSError, paramiko.SSHException, TypeError, ValueError) as exc:
+        raise DevboxError(f"cannot load the key {identity.private_path}: {exc}") from None
 
 
 def wait_ready(
@@ -101,14 +103,3 @@ def wait_ready(
             last_error = str(exc) or type(exc).__name__
         time.sleep(0.3)
     raise DevboxError(f"sshd in {target.alias} did not answer within {timeout:.0f}s ({last_error})")
-
-
-def run(target: Target, identity: Identity, command: str, timeout: float = 60.0) -> tuple[int, str, str]:
-    """Run one command in the box; returns (exit status, stdout, stderr)."""
-    client = connect(target, identity)
-    try:
-        _stdin, stdout, stderr = client.exec_command(command, timeout=timeout)
-        out, err = stdout.read().decode(errors="replace"), stderr.read().decode(errors="replace")
-        return stdout.channel.recv_exit_status(), out, err
-    finally:
-        client.close()

@@ -6,6 +6,7 @@ re-serialising would drop the user's comments; otherwise the result carries the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ from urllib.parse import quote
 
 from devbox import files, paths
 from devbox.errors import UsageError
+from devbox.files import locked
 
 SETTING = "remote.SSH.remotePlatform"
 SETTINGS_ENV = "DEVBOX_VSCODE_SETTINGS"
@@ -46,9 +48,19 @@ def settings_path(explicit: Path | None = None) -> Path:
     return Path(base).absolute() / "Code" / "User" / "settings.json"
 
 
+def _lock() -> contextlib.AbstractContextManager[None]:
+    """Serialize our read-modify-write of settings.json (parallel `up`s); the lock file lives in
+    devbox's own dir, not VS Code's."""
+    return locked(paths.ensure_private_dir(paths.config_dir()) / "vscode-settings")
+
+
 def ensure_remote_platform(alias: str, settings: Path | None = None) -> SettingsResult:
     """Make `remote.SSH.remotePlatform` map `alias` to "linux"."""
-    path = settings_path(settings)
+    with _lock():
+        return _ensure(alias, settings_path(settings))
+
+
+def _ensure(alias: str, path: Path) -> SettingsResult:
     loaded = _load(path)
     if loaded.platforms is not None and loaded.platforms.get(alias) == "linux":
         return SettingsResult(False, None, path)
@@ -64,7 +76,11 @@ def remove_remote_platform(alias: str, settings: Path | None = None) -> Settings
 
     When the file cannot be rewritten, `manual_snippet` is the entry the user should delete.
     """
-    path = settings_path(settings)
+    with _lock():
+        return _remove(alias, settings_path(settings))
+
+
+def _remove(alias: str, path: Path) -> SettingsResult:
     loaded = _load(path)
     if loaded.platforms is not None and alias not in loaded.platforms:
         return SettingsResult(False, None, path)

@@ -25,10 +25,14 @@ elif command -v dnf >/dev/null 2>&1; then
 elif command -v yum >/dev/null 2>&1; then
     # shellcheck disable=SC2086
     yum install -y $missing && yum clean all
+elif command -v microdnf >/dev/null 2>&1; then
+    # UBI-minimal images (e.g. cuda:*-ubi*); their repos may lack openssh-server.
+    # shellcheck disable=SC2086
+    microdnf install -y $missing && microdnf clean all
 elif command -v apk >/dev/null 2>&1; then
     # shellcheck disable=SC2086
     apk add --no-cache $missing
 else
-    echo "devbox: cannot install$missing: the base image has no apt-get, dnf, yum or apk" >&2
+    echo "devbox: cannot install$missing: the base image has no apt-get, dnf, yum, microdnf or apk" >&2
     exit 3
 fi

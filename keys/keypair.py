@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from devbox import paths
 from devbox.errors import UsageError
 from devbox.files import atomic_write, locked
-from devbox.spec import owner_name
+from devbox.users import owner_name
+
+# cryptography is imported inside the functions that need it: `devbox ls` and `--help` stay fast.
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,13 @@ class Identity:
 
     private_path: Path
     public_line: str
+    encrypted: bool = False  # passphrase-protected: devbox logs in through the user's ssh-agent
 
 
 def generate_ed25519(comment: str) -> KeyPair:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
@@ -60,17 +64,52 @@ def ensure_user_key(path: Path | None = None) -> Identity:
 
 
 def load_identity(path: Path) -> Identity:
-    """Use the user's own key (`--identity PATH`): its .pub, or the public half of an unencrypted key."""
+    """Use the user's own key (`--identity PATH`), checked before anything is created.
+
+    A passphrase-protected key works only through a running ssh-agent (devbox never asks for
+    passphrases), so without one it is refused up front with the fix.
+    """
     path = path.expanduser().absolute()
     if not path.is_file():
         raise UsageError(f"identity file {path} does not exist", "pass the private key file to --identity")
+    encrypted = _is_encrypted(path)
+    if encrypted and not os.environ.get("SSH_AUTH_SOCK"):
+        raise UsageError(
+            f"{path} is passphrase-protected and no ssh-agent is running",
+            f"start one and add the key (`eval $(ssh-agent)`; `ssh-add {path}`), or omit --identity",
+        )
     pub = path.with_name(path.name + ".pub")
     if pub.is_file():
-        return Identity(path, pub.read_text().strip())
+        return Identity(path, pub.read_text().strip(), encrypted)
+    if encrypted:
+        raise UsageError(f"cannot read the public key of encrypted {path}", f"put it next to it as {pub}")
     return Identity(path, _public_line_from_private(path))
 
 
+def _is_encrypted(path: Path) -> bool:
+    from cryptography.hazmat.primitives import serialization
+
+    data = path.read_bytes()
+    try:
+        serialization.load_ssh_private_key(data, password=None)
+    except TypeError:
+        return True  # cryptography's way of saying "needs a password"
+    except ValueError:
+        try:
+            serialization.load_pem_private_key(data, password=None)
+        except TypeError:
+            return True
+        except ValueError:
+            raise UsageError(
+                f"{path} is not a private key devbox can read",
+                "pass an OpenSSH or PEM private key (ed25519, ecdsa or rsa)",
+            ) from None
+    return False
+
+
 def _public_line_from_private(path: Path) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     try:
         key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError) as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
@@ -79,14 +80,8 @@ def test_changed_host_key_is_refused_by_ssh_and_by_devbox(fresh_user: User, clie
     user = fresh_user
     user.ok("up", name)
     c = box_container(client, name)
-    regen = c.exec_run(
-        [
-            "sh",
-            "-c",
-            "rm -f /etc/devbox/ssh_host_ed25519_key* && "
-            "ssh-keygen -q -t ed25519 -N '' -f /etc/devbox/ssh_host_ed25519_key",
-        ]
-    )
+    key = "/etc/devbox/ssh_host_ed25519_key"
+    regen = c.exec_run(["sh", "-c", f"rm -f {key}* && ssh-keygen -q -t ed25519 -N '' -f {key}"])
     assert regen.exit_code == 0, regen.output
     proc = user.ssh(f"devbox-{name}", "true", options=("-o", "ControlPath=none"))
     assert proc.returncode == 255
@@ -94,9 +89,28 @@ def test_changed_host_key_is_refused_by_ssh_and_by_devbox(fresh_user: User, clie
         "REMOTE HOST IDENTIFICATION HAS CHANGED" in proc.stderr
         or "Host key verification failed" in proc.stderr
     )
-    c.restart(timeout=5)
-    refused = user.devbox("start", name)
+    # devbox re-pins from the box itself, through the Docker API (the root of trust for a box).
+    user.ok("start", name)
+    assert user.ssh(f"devbox-{name}", "true", options=("-o", "ControlPath=none")).returncode == 0
+    # A box whose sshd presents a key other than its own public key file is refused by paramiko.
+    swap = c.exec_run(
+        ["sh", "-c", f"rm -f {key} && ssh-keygen -q -t ed25519 -N '' -f /tmp/k && mv /tmp/k {key}"]
+    )
+    assert swap.exit_code == 0, swap.output
+    refused = user.devbox("start", name, "--timeout", "20")
     assert refused.returncode == 1 and "not the one devbox pinned" in refused.stderr
+    user.ok("rm", name, "--purge")
+
+
+def test_lost_config_dir_gets_back_in_through_docker(fresh_user: User, name: str) -> None:
+    user = fresh_user
+    user.ok("up", name)
+    assert user.ssh(f"devbox-{name}", "echo hi > ~/kept").returncode == 0
+    user.run("ssh", "-F", str(user.ssh_config), "-O", "exit", f"devbox-{name}")
+    shutil.rmtree(user.home / ".config" / "devbox")
+    proc = user.ok("up", name)  # a new key is made, authorized and the host key re-pinned
+    assert "Ready" in proc.stdout
+    assert user.ssh(f"devbox-{name}", "cat ~/kept").stdout == "hi\n"
     user.ok("rm", name, "--purge")
 
 

@@ -207,8 +207,18 @@ def test_up_with_different_options_says_how_to_recreate(user: User, box: dict, c
     before = box_container(client, "shared").id
     proc = user.devbox("up", "shared", "--gpus", "2")
     assert proc.returncode == 2
-    assert "already exists with different options" in proc.stderr and "devbox rm shared" in proc.stderr
+    assert "already exists with other options (gpus 0-1 → 2)" in proc.stderr
+    assert "devbox rm shared" in proc.stderr
     assert box_container(client, "shared").id == before
+
+
+def test_bare_up_of_a_box_made_with_flags_just_starts_it(user: User, box: dict, client) -> None:
+    box_container(client, "shared").stop(timeout=5)
+    proc = user.ok("up", "shared")
+    assert "Ready shared" in proc.stdout
+    # The same GPUs in another order are the same request.
+    assert "Ready shared" in user.ok("up", "shared", "--gpus", "1,0").stdout
+    assert user.ssh("devbox-shared", "echo $NVIDIA_VISIBLE_DEVICES").stdout.strip() == "0,1"
 
 
 def test_running_as_a_user_without_docker_access_is_one_line(user: User) -> None:

@@ -35,7 +35,7 @@ def test_base_without_a_package_manager_is_refused_clearly(user: User, client, e
     image = derived_image("RUN rm -f /usr/bin/apt-get /usr/bin/apt", base=env["DEVBOX_TEST_MIN_IMAGE"])
     proc = user.devbox("up", name, "--image", image)
     assert proc.returncode == 1
-    assert "no apt-get, dnf, yum or apk" in proc.stderr
+    assert "no apt-get, dnf, yum, microdnf or apk" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert _leftovers(client, name) == ([], [])
 
@@ -123,3 +123,36 @@ def test_up_on_a_stopped_box_starts_it(user: User, client, name: str) -> None:
     assert box_container(client, name).status == "running"
     assert user.ssh(f"devbox-{name}", "true").returncode == 0
     user.ok("rm", name, "--purge")
+
+
+def test_passphrase_key_needs_an_agent_and_works_through_one(user: User, client, name: str) -> None:
+    key = user.home / "locked"
+    made = user.run("ssh-keygen", "-q", "-t", "ed25519", "-N", "s3cret pass", "-f", str(key))
+    assert made.returncode == 0, made.stderr
+    refused = user.devbox("up", name, "--identity", str(key))
+    assert refused.returncode == 2 and "passphrase-protected and no ssh-agent" in refused.stderr
+    assert devbox_containers(client, name) == []
+
+    askpass = user.home / "askpass"
+    askpass.write_text("#!/bin/sh\necho 's3cret pass'\n")
+    askpass.chmod(0o755)
+    os.chown(askpass, user.uid, user.gid)
+    sock = user.home / "agent.sock"
+    agent = user.run("ssh-agent", "-a", str(sock))
+    assert agent.returncode == 0, agent.stderr
+    env = {
+        "SSH_AUTH_SOCK": str(sock),
+        "SSH_ASKPASS": str(askpass),
+        "SSH_ASKPASS_REQUIRE": "force",
+        "DISPLAY": ":0",
+    }
+    try:
+        added = user.run("ssh-add", str(key), extra_env=env)
+        assert added.returncode == 0, added.stderr
+        user.ok("up", name, "--identity", str(key), extra_env=env)
+        proc = user.ssh(f"devbox-{name}", "id -un", options=("-o", f"IdentityAgent={sock}"))
+        assert proc.stdout.strip() == user.name, proc.stderr
+    finally:
+        user.run("sh", "-c", f"SSH_AUTH_SOCK={sock} ssh-agent -k", extra_env={"SSH_AGENT_PID": ""})
+        user.run("pkill", "-u", user.name, "-f", f"ssh-agent -a {sock}")
+        user.devbox("rm", name, "--purge")

@@ -16,10 +16,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from devbox.keys.keypair import Identity, KeyPair, generate_ed25519, public_key_blob
 
-from devbox.boxes import _payload
 from devbox.gpus import GpuSelection
 from devbox.image import IMAGE_REPO, LAYER_FILES, _context_tar, layer_files, layer_tag
 from devbox.spec import BoxSpec, LoginUser
+from devbox.trust import payload
 
 BASE_ID = "sha256:" + "ab" * 32
 SCRIPTS = ("entrypoint.sh", "install.sh")
@@ -161,12 +161,12 @@ def sshd_options(config: str) -> list[tuple[str, str]]:
 
 
 def rendered_config(host_key: KeyPair, identity: Identity, user: str = "alice") -> str:
-    members = payload_members(_payload(box_spec(user), identity, host_key))
+    members = payload_members(payload(box_spec(user).user.name, identity, host_key))
     return members["devbox/sshd_config"][1].decode()
 
 
 def test_payload_is_the_devbox_dir_with_config_keys_and_modes(host_key: KeyPair, identity: Identity) -> None:
-    members = payload_members(_payload(box_spec(), identity, host_key))
+    members = payload_members(payload(box_spec().user.name, identity, host_key))
     assert {name: (m.type, m.mode) for name, (m, _) in members.items()} == {
         "devbox": (tarfile.DIRTYPE, 0o755),
         "devbox/sshd_config": (tarfile.REGTYPE, 0o644),
@@ -180,7 +180,7 @@ def test_payload_is_the_devbox_dir_with_config_keys_and_modes(host_key: KeyPair,
 def test_payload_host_key_is_the_given_pair_and_loads_as_ed25519(
     host_key: KeyPair, identity: Identity
 ) -> None:
-    members = payload_members(_payload(box_spec(), identity, host_key))
+    members = payload_members(payload(box_spec().user.name, identity, host_key))
     private = members["devbox/ssh_host_ed25519_key"][1]
     assert private == host_key.private_openssh
     key = paramiko.Ed25519Key.from_private_key(io.StringIO(private.decode()))
@@ -193,7 +193,7 @@ def test_payload_host_key_is_the_given_pair_and_loads_as_ed25519(
 
 
 def test_payload_authorizes_exactly_the_login_identity(host_key: KeyPair, identity: Identity) -> None:
-    members = payload_members(_payload(box_spec(), identity, host_key))
+    members = payload_members(payload(box_spec().user.name, identity, host_key))
     assert members["devbox/authorized_keys"][1].decode().splitlines() == [identity.public_line]
 
 
@@ -249,7 +249,7 @@ def test_sshd_config_has_no_match_block_or_setenv_for_the_entrypoint_to_append_a
 
 
 def test_sshd_config_points_at_the_files_in_the_payload(host_key: KeyPair, identity: Identity) -> None:
-    data = _payload(box_spec(), identity, host_key)
+    data = payload(box_spec().user.name, identity, host_key)
     in_etc = {"/etc/" + name for name in payload_members(data)}
     options = sshd_options(rendered_config(host_key, identity))
     host_keys = [v for k, v in options if k == "hostkey"]

@@ -197,29 +197,49 @@ def test_identity_that_is_a_directory_is_a_usage_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("content", [b"not a key\n", b""])
-def test_unreadable_identity_without_pub_file_is_a_usage_error_asking_for_the_pub(
+def test_a_file_that_is_no_private_key_is_refused_before_anything_is_created(
     tmp_path: Path, content: bytes
 ) -> None:
     key = tmp_path / "id_bad"
     key.write_bytes(content)
     with pytest.raises(UsageError) as info:
         load_identity(key)
-    assert info.value.message.startswith(f"cannot read the public key of {key}")
-    assert info.value.hint == f"put its public key next to it as {key}.pub"
+    assert info.value.message == f"{key} is not a private key devbox can read"
+    assert info.value.exit_code == 2
 
 
-def test_encrypted_identity_without_pub_file_is_a_usage_error(tmp_path: Path) -> None:
+def test_encrypted_identity_without_an_agent_is_refused_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    key = tmp_path / "id_locked"
+    blob = write_key(key, password=b"secret")
+    (tmp_path / "id_locked.pub").write_text(blob + "\n")
+    with pytest.raises(UsageError, match="passphrase-protected and no ssh-agent is running") as info:
+        load_identity(key)
+    assert f"ssh-add {key}" in (info.value.hint or "")
+
+
+def test_encrypted_identity_without_pub_file_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/nonexistent/agent.sock")
     key = tmp_path / "id_locked"
     write_key(key, password=b"secret")
     with pytest.raises(UsageError, match="cannot read the public key"):
         load_identity(key)
 
 
-def test_encrypted_identity_with_pub_file_is_accepted(tmp_path: Path) -> None:
+def test_encrypted_identity_with_pub_file_and_an_agent_is_used_through_the_agent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/nonexistent/agent.sock")
     key = tmp_path / "id_locked"
     blob = write_key(key, password=b"secret")
     (tmp_path / "id_locked.pub").write_text(blob + "\n")
-    assert load_identity(key).public_line == blob
+    identity = load_identity(key)
+    assert identity.public_line == blob
+    assert identity.encrypted
 
 
 # --- known_hosts -----------------------------------------------------------------------------
