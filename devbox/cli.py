@@ -440,15 +440,12 @@ def main() -> None:
         _fail(exc.format_message(), None, exc.exit_code)
     except (click.Abort, KeyboardInterrupt):
         _fail("interrupted", None, 130)
-    except Exception as exc:  # noqa: BLE001 - last resort: library errors we did not anticipate
-        if _is_library_error(exc):
-            _fail(" ".join(str(exc).split())[:300], "run again; if it persists, report it", 1)
-        raise
-
-
-def _is_library_error(exc: Exception) -> bool:
-    module = type(exc).__module__.split(".")[0]
-    return module in ("docker", "paramiko", "requests", "urllib3") or isinstance(exc, OSError)
+    except Exception as exc:
+        # Last resort: an error nobody anticipated still gets one line, not a traceback.
+        if os.environ.get("DEVBOX_DEBUG"):
+            raise
+        text = " ".join(str(exc).split())[:300] or type(exc).__name__
+        _fail(f"{text} ({type(exc).__name__})", "run again with DEVBOX_DEBUG=1 for details, and report it", 1)
 
 
 def _fail(message: str, hint: str | None, code: int) -> NoReturn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,6 @@ Progress = Callable[[str], None]
 @dataclass(frozen=True)
 class LayerImage:
     tag: str
-    base: str
     built: bool  # False when the cached image was reused
 
 
@@ -47,12 +47,12 @@ def ensure_image(engine: Engine, base: str, progress: Progress = lambda _line: N
 
     try:
         engine.client.images.get(tag)
-        return LayerImage(tag, base, built=False)
+        return LayerImage(tag, built=False)
     except docker.errors.ImageNotFound:
         pass
     progress(f"Building the devbox layer on {base} (once per base image)")
-    _build(engine, base, tag, files, progress)
-    return LayerImage(tag, base, built=True)
+    _build(engine, base, base_id, tag, files, progress)
+    return LayerImage(tag, built=True)
 
 
 def _base_image_id(engine: Engine, base: str, progress: Progress) -> str:
@@ -86,8 +86,19 @@ def _context_tar(files: dict[str, bytes]) -> io.BytesIO:
     return buf
 
 
-def _build(engine: Engine, base: str, tag: str, files: dict[str, bytes], progress: Progress) -> None:
+# Build-time proxies (GPU clusters often sit behind one): the docker CLI passes these to builds,
+# docker-py does not, so we do. Docker accepts them without an ARG in the Dockerfile.
+PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+
+
+def _build(
+    engine: Engine, base: str, base_id: str, tag: str, files: dict[str, bytes], progress: Progress
+) -> None:
     import docker
+
+    # FROM the image ID the tag was hashed from, so a re-tag of `base` meanwhile cannot mismatch.
+    buildargs = {"BASE_IMAGE": base_id.removeprefix("sha256:")}
+    buildargs.update({k: os.environ[k] for k in PROXY_VARS if os.environ.get(k)})
 
     log: list[str] = []
     try:
@@ -95,7 +106,7 @@ def _build(engine: Engine, base: str, tag: str, files: dict[str, bytes], progres
             fileobj=_context_tar(files),
             custom_context=True,
             tag=tag,
-            buildargs={"BASE_IMAGE": base},
+            buildargs=buildargs,
             labels={f"{LABEL_PREFIX}base": base, f"{LABEL_PREFIX}version": __version__},
             pull=False,
             rm=True,

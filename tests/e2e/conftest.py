@@ -57,6 +57,9 @@ def client(env: dict[str, str]) -> Iterator[docker.DockerClient]:
 
 
 def _cleanup(c: docker.DockerClient, images_before: set[str]) -> None:
+    # ssh ControlPersist masters and agents the test users left behind.
+    for account in ("DEVBOX_TEST_USER", "DEVBOX_TEST_USER2"):
+        subprocess.run(["pkill", "-u", os.environ[account]], check=False)
     for ct in c.containers.list(all=True, filters={"label": "devbox.name"}):
         ct.remove(force=True)
     for ct in c.containers.list(all=True, filters={"label": "devbox.lock"}):

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .conftest import User, box_container
@@ -196,3 +197,30 @@ def test_devbox_never_writes_the_real_ssh_dir(fresh_user: User) -> None:
     real_home = real.split(":")[5]
     assert real_home != str(fresh_user.home)
     assert not os.path.exists(os.path.join(real_home, ".ssh", "devbox"))
+
+
+def test_interactive_devbox_ssh_gives_a_shell_in_a_real_terminal(user: User, name: str) -> None:
+    user.ok("up", name)
+    session = f"dbx-{name}"
+    devbox = f"{user.env['DEVBOX_VENV']}/bin/devbox"
+    started = user.run(
+        "tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "40", f"{devbox} ssh {name}"
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        screen = ""
+        for _ in range(100):
+            screen = user.run("tmux", "capture-pane", "-p", "-t", session).stdout
+            if "$" in screen:
+                break
+            time.sleep(0.1)
+        user.run("tmux", "send-keys", "-t", session, "echo who=$(id -un) tty=$(tty) answer=$((6*7))", "Enter")
+        for _ in range(100):
+            screen = user.run("tmux", "capture-pane", "-p", "-t", session).stdout
+            if "answer=42" in screen:
+                break
+            time.sleep(0.1)
+        assert f"who={user.name} tty=/dev/pts/" in screen and "answer=42" in screen, screen
+    finally:
+        user.run("tmux", "kill-session", "-t", session)
+        user.ok("rm", name, "--purge")
