@@ -20,12 +20,14 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 LABEL_PREFIX = "devbox."
+# A lock older than this belongs to a devbox run that died (holders keep it for seconds);
+# DEVBOX_LOCK_STALE_S overrides it, for admins and tests.
 LOCK_STALE_S = 120.0
 
 
 def L(key: str) -> str:  # noqa: N802 - short on purpose: label names are spelled out wherever used
     """The full Docker label name for a devbox key: L("gpus") == "devbox.gpus"."""
-    return LABEL_PREFIX + key  # a lock older than this belongs to a devbox run that died
+    return LABEL_PREFIX + key
 
 
 @dataclass
@@ -115,7 +117,8 @@ class Engine:
             now = _parse_time(self.client.info()["SystemTime"])
         except docker.errors.NotFound:
             return
-        if (now - _parse_time(lock["Created"])).total_seconds() > LOCK_STALE_S:
+        stale_after = float(os.environ.get("DEVBOX_LOCK_STALE_S") or LOCK_STALE_S)
+        if (now - _parse_time(lock["Created"])).total_seconds() > stale_after:
             # By ID, not name: if another waiter broke it first and took the lock anew, the new
             # holder's container has another ID and survives.
             with contextlib.suppress(docker.errors.NotFound):

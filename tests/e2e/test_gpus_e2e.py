@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
+import docker
 import pytest
 
 from .conftest import User, box_container
@@ -154,3 +156,18 @@ def test_concurrent_ups_of_two_users_never_share_a_gpu(
     assert all(p.returncode == 0 for p in procs), [p.stderr for p in procs]
     held = sorted(box_container(client, n).labels["devbox.gpus"] for n in mine + theirs)
     assert held == ["0", "1", "2", "3"]
+
+
+def test_a_lock_left_by_a_dead_devbox_run_is_broken_once_stale(
+    user: User, client, env, cleanup, name: str
+) -> None:
+    cleanup.append(name)
+    dead = client.containers.create(
+        env["DEVBOX_TEST_IMAGE"], name="devbox-lock-gpus", labels={"devbox.lock": "gpus"}, entrypoint=["true"]
+    )
+    time.sleep(2.5)
+    proc = user.devbox("up", name, "--gpus", "0", extra_env={"DEVBOX_LOCK_STALE_S": "2"})
+    assert proc.returncode == 0, proc.stderr
+    with pytest.raises(docker.errors.NotFound):
+        dead.reload()
+    assert not client.containers.list(all=True, filters={"label": "devbox.lock"})
