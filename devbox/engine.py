@@ -44,9 +44,9 @@ class Engine:
             client = docker.DockerClient(base_url=host) if host else docker.from_env()
             client.ping()
         except docker.errors.DockerException as exc:
-            where = host or os.environ.get("DOCKER_HOST") or "the local Docker engine"
+            where = host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
             raise DevboxError(
-                f"cannot reach {where}: {describe_error(exc)}",
+                f"cannot reach the Docker engine at {where}: {_why_unreachable(exc)}",
                 "start Docker (or dockerd), check DOCKER_HOST, and that your user is in the docker group",
             ) from None
         return cls(client, client.api.base_url)
@@ -130,6 +130,16 @@ def _parse_time(stamp: str) -> datetime:
     head, _, frac = stamp.rstrip("Z").partition(".")
     frac = "".join(ch for ch in frac if ch.isdigit())[:6]
     return datetime.fromisoformat(f"{head}.{frac or '0'}+00:00")
+
+
+def _why_unreachable(exc: Exception) -> str:
+    """docker-py buries the reason in nested requests errors; name the two everyone meets."""
+    text = str(exc)
+    if "FileNotFoundError" in text or "No such file" in text:
+        return "no socket there (is the daemon running?)"
+    if "PermissionError" in text or "Permission denied" in text:
+        return "permission denied on the socket"
+    return describe_error(exc)
 
 
 def describe_error(exc: Exception) -> str:

@@ -229,4 +229,4 @@ def test_running_as_a_user_without_docker_access_is_one_line(user: User) -> None
         env={"DOCKER_HOST": user.env["DOCKER_HOST"], "HOME": "/tmp", "PATH": "/usr/bin:/bin"},
     )
     assert proc.returncode == 1
-    assert "cannot reach" in proc.stderr and "docker group" in proc.stderr
+    assert "permission denied on the socket" in proc.stderr and "docker group" in proc.stderr

@@ -118,7 +118,7 @@ def test_commands_without_a_reachable_engine_exit_1_naming_it(home: Path, args: 
     proc = devbox(home, *args)
     assert proc.returncode == 1, proc.stderr
     line = one_error_line(proc)
-    assert f"cannot reach {NO_ENGINE}" in line
+    assert f"cannot reach the Docker engine at {NO_ENGINE}: no socket there" in line
     assert "DOCKER_HOST" in line, "the hint says what to check"
     assert proc.stdout == ""
 
@@ -126,7 +126,7 @@ def test_commands_without_a_reachable_engine_exit_1_naming_it(home: Path, args: 
 def test_host_flag_names_the_engine_it_could_not_reach(home: Path) -> None:
     proc = devbox(home, "--host", "unix:///elsewhere.sock", "ls")
     assert proc.returncode == 1
-    assert "cannot reach unix:///elsewhere.sock" in one_error_line(proc)
+    assert "cannot reach the Docker engine at unix:///elsewhere.sock" in one_error_line(proc)
 
 
 def test_valid_up_gets_as_far_as_the_engine_and_fails_there_with_exit_1(home: Path) -> None:
