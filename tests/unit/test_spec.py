@@ -18,6 +18,7 @@ from devbox.spec import (
     LoginUser,
     Mount,
     default_name,
+    from_flags,
     local_user,
     parse_cpus,
     parse_env,
@@ -280,3 +281,39 @@ def test_fingerprint_does_not_depend_on_the_box_name(tmp_path: Path) -> None:
 
 def test_box_home_is_under_home_named_for_the_login_user(tmp_path: Path) -> None:
     assert make_spec(tmp_path).home == "/home/alice"
+
+
+# --- from_flags: what a front end hands over ---------------------------------------------------
+
+
+def test_from_flags_builds_a_spec_with_defaults(tmp_path: Path) -> None:
+    spec = from_flags(name=None, image="img", cwd=tmp_path / "My_Project")
+    assert spec.name == "my-project"
+    assert spec.gpus.kind == "none" and spec.shm_size == DEFAULT_SHM and spec.sudo
+
+
+def test_from_flags_refuses_gpus_together_with_gpu_count() -> None:
+    with pytest.raises(UsageError, match="cannot be used together"):
+        from_flags(name="x", image="img", gpus_text="0", gpu_count=1)
+
+
+@pytest.mark.parametrize("target", ["/", "/home/dev", "/etc/devbox", "/etc/devbox/keys", "/run/devbox"])
+def test_mounting_over_the_home_root_or_devbox_files_is_refused(tmp_path: Path, target: str) -> None:
+    with pytest.raises(UsageError, match=f"cannot mount over {target}"):
+        from_flags(name="x", image="img", mounts=[f"{tmp_path}:{target}"])
+
+
+def test_two_mounts_on_one_target_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="two --mount flags target /data"):
+        from_flags(name="x", image="img", mounts=[f"{tmp_path}:/data", f"{tmp_path}:/data:ro"])
+
+
+def test_relative_workdir_is_refused_and_absolute_one_normalized() -> None:
+    with pytest.raises(UsageError, match="not an absolute path"):
+        from_flags(name="x", image="img", workdir="work")
+    assert from_flags(name="x", image="img", workdir="/srv//work/").workdir == "/srv/work"
+
+
+def test_nvidia_visible_devices_cannot_be_set_by_env() -> None:
+    with pytest.raises(UsageError, match="bypass GPU allocation"):
+        parse_env("NVIDIA_VISIBLE_DEVICES=all")
