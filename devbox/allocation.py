@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from devbox import gpus
 from devbox.engine import Engine, L, describe_error
@@ -107,8 +107,10 @@ class GpuReport:
         return [p for p in self.inventory.processes if p.pid not in self.pid_owners]
 
     def to_json(self) -> dict[str, object]:
+        """`devbox gpus --json`: the inventory, each process's box (null: not a devbox), Docker's support."""
         data = gpus.inventory_to_json(self.inventory, self.holders)
-        for gpu in data["gpus"]:  # type: ignore[union-attr]
+        rows: list[dict[str, Any]] = data["gpus"]  # type: ignore[assignment]
+        for gpu in rows:
             for proc in gpu["processes"]:
                 proc["box"] = self.pid_owners.get(proc["pid"])
         data["docker_gpus"] = self.docker_gpus

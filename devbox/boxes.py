@@ -8,8 +8,9 @@ import random
 import socket
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from devbox import __version__, allocation, gpus, paths, sshclient, sshconfig, trust, vscode
 from devbox.allocation import RUNNING_STATES
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 # Below Linux's ephemeral range (32768+), so outgoing connections don't squat a stopped box's port.
 PORT_RANGE = range(20000, 32000)
 
@@ -96,13 +98,20 @@ class UpResult:
 
 def container_name(owner: str, name: str) -> str:
     """`devbox-<owner>.<name>`: box names have no '.', so no two (owner, name) pairs share one."""
-    safe_owner = "".join(ch if ch.isalnum() or ch in "_.-" else "_" for ch in owner)
+    safe_owner = "".join(ch if (ch.isascii() and ch.isalnum()) or ch in "_.-" else "_" for ch in owner)
     return f"devbox-{safe_owner}.{name}"
 
 
 def identity_of(box: Box) -> Identity:
-    """The key `box` was set up with: the user's own (--identity) or devbox's."""
-    return load_identity(Path(box.identity)) if box.identity else ensure_user_key()
+    """The key this client logs in to `box` with.
+
+    The last `up` wrote it into the box's ssh config block (it may have switched keys since
+    the box was created: labels cannot change); the creation label is the fallback.
+    """
+    path = next((e.identity_file for e in sshconfig.read_entries() if e.alias == box.alias), None)
+    if path is None:
+        path = Path(box.identity) if box.identity else paths.user_key_path()
+    return ensure_user_key() if path == paths.user_key_path() else load_identity(path)
 
 
 def list_boxes(engine: Engine, owner: str | None = None) -> list[Box]:
@@ -181,7 +190,7 @@ def up(
                 with contextlib.suppress(Exception):
                     step()
         raise
-    include, settings = _publish(box, ssh_config)
+    include, settings = _publish(box, ssh_config, identity)
     return UpResult(get_box(engine, spec.name, owner), created=True, ssh=include, vscode=settings)
 
 
@@ -215,7 +224,7 @@ def _up_existing(
         progress(f"Starting {spec.name}")
         allocation.start_checked(engine, container, share=spec.share_gpus)
     _wait_ready(engine, box, identity, timeout)
-    include, settings = _publish(box, ssh_config)
+    include, settings = _publish(box, ssh_config, identity)
     return UpResult(get_box(engine, spec.name), created=False, ssh=include, vscode=settings)
 
 
@@ -250,13 +259,11 @@ def _create_and_start(
         for attempt in range(3):
             args = _create_args(spec, owner, volume, _free_port(engine), device_ids, identity_label)
             container = _docker_call(
-                f"create {spec.name}", lambda a=args: engine.client.containers.create(image, **a)
+                f"create {spec.name}", partial(engine.client.containers.create, image, **args)
             )
-            undo.append(lambda c=container: c.remove(force=True))
-            _docker_call(
-                f"set up {spec.name}",
-                lambda c=container: c.put_archive("/etc", trust.payload(spec.user.name, identity, host_key)),
-            )
+            undo.append(partial(container.remove, force=True))
+            files = trust.payload(spec.user.name, identity, host_key)
+            _docker_call(f"set up {spec.name}", partial(container.put_archive, "/etc", files))
             try:
                 container.start()
                 break
@@ -265,12 +272,13 @@ def _create_and_start(
                 taken = "already allocated" in str(exc) or "address already in use" in str(exc)
                 if attempt == 2 or not taken:
                     raise _start_error(spec.name, exc) from None
-                undo.pop()()
+                _docker_call(f"remove {spec.name} to retry", undo[-1])
+                undo.pop()
     container.reload()
     return container
 
 
-def _docker_call(what: str, call: Callable[[], object]):
+def _docker_call(what: str, call: Callable[[], T]) -> T:
     """Run one Docker call; its refusal becomes one line (exit 2 when Docker blames the input)."""
     import docker
 
@@ -299,9 +307,14 @@ def _ensure_volume(engine: Engine, owner: str, name: str, undo: list[Callable[[]
     try:
         labels = engine.client.volumes.get(volume).attrs.get("Labels") or {}
     except docker.errors.NotFound:
-        vol = engine.client.volumes.create(volume, labels={L("name"): name, L("owner"): owner})
+        vol = _docker_call(
+            f"create the home volume {volume}",
+            lambda: engine.client.volumes.create(volume, labels={L("name"): name, L("owner"): owner}),
+        )
         undo.append(lambda: vol.remove(force=True))
         return volume
+    except docker.errors.APIError as exc:
+        raise DevboxError(f"cannot inspect the home volume {volume}: {describe_error(exc)}") from None
     if (labels.get(L("owner")), labels.get(L("name"))) != (owner, name):
         raise DevboxError(
             f"volume {volume} exists but does not belong to {owner}'s box {name}",
@@ -421,21 +434,21 @@ def _log_tail(container: Container, lines: int = 5) -> str:
 # ---------------------------------------------------------------- ssh config and VS Code
 
 
-def ssh_entry(box: Box) -> sshconfig.HostEntry:
+def ssh_entry(box: Box, identity: Identity | None = None) -> sshconfig.HostEntry:
     """The OpenSSH block for `box`: its port, user, key and pinned known_hosts."""
     return sshconfig.HostEntry(
         alias=box.alias,
         port=box.port,
         user=box.user,
-        identity_file=Path(box.identity) if box.identity else paths.user_key_path(),
+        identity_file=(identity or identity_of(box)).private_path,
         known_hosts=paths.known_hosts_path(),
     )
 
 
 def _publish(
-    box: Box, ssh_config: Path | None
+    box: Box, ssh_config: Path | None, identity: Identity
 ) -> tuple[sshconfig.IncludeResult, vscode.SettingsResult | None]:
-    return sshconfig.upsert(ssh_entry(box), user_config=ssh_config), _tell_vscode(box.alias)
+    return sshconfig.upsert(ssh_entry(box, identity), user_config=ssh_config), _tell_vscode(box.alias)
 
 
 def _tell_vscode(alias: str) -> vscode.SettingsResult | None:
@@ -449,7 +462,13 @@ def _tell_vscode(alias: str) -> vscode.SettingsResult | None:
 def sync_ssh(engine: Engine, ssh_config: Path | None = None) -> tuple[sshconfig.IncludeResult, list[Box]]:
     """Rewrite devbox's ssh config from Docker's labels: one block per box of this owner."""
     mine = list_boxes(engine, owner_name())
-    result = sshconfig.sync([ssh_entry(b) for b in mine], user_config=ssh_config)
+    entries = []
+    for b in mine:
+        try:
+            entries.append(ssh_entry(b))
+        except DevboxError:  # its key is gone: fall back to devbox's own, which `up` can re-authorize
+            entries.append(ssh_entry(b, ensure_user_key()))
+    result = sshconfig.sync(entries, user_config=ssh_config)
     for b in mine:
         _tell_vscode(b.alias)
     return result, mine
@@ -475,7 +494,7 @@ def start(
     if not box.running:
         allocation.start_checked(engine, container, share_gpus)
     _wait_ready(engine, box, identity, timeout)
-    _publish(box, ssh_config)
+    _publish(box, ssh_config, identity)
     return get_box(engine, name)
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -424,8 +425,16 @@ def gpus_cmd(ctx: click.Context, as_json: bool) -> None:
         out.print("[dim]Could not tell whether Docker can pass GPUs to containers.[/dim]")
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    # A dropped ssh session (SIGHUP) or a kill (SIGTERM) must still release the engine lock and
+    # undo a half-made box: unwinding through `finally` does both.
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Entry point: run the CLI; DevboxError and its kin become one line and an exit code."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
     try:
         cli.main(standalone_mode=False)
     except DevboxError as exc:

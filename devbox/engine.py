@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -76,7 +77,7 @@ class Engine:
         return local_runner(args)
 
     @contextlib.contextmanager
-    def lock(self, name: str, image: str, timeout: float = 90.0) -> Iterator[None]:
+    def lock(self, name: str, image: str, timeout: float = LOCK_STALE_S + 30) -> Iterator[None]:
         """An engine-wide mutex shared by every devbox client of this engine, local or remote.
 
         Container names are unique per engine, so creating a (never started) container with a
@@ -126,10 +127,13 @@ class Engine:
 
 
 def _parse_time(stamp: str) -> datetime:
-    """Docker's RFC 3339 timestamps carry nanoseconds; fromisoformat takes at most microseconds."""
-    head, _, frac = stamp.rstrip("Z").partition(".")
-    frac = "".join(ch for ch in frac if ch.isdigit())[:6]
-    return datetime.fromisoformat(f"{head}.{frac or '0'}+00:00")
+    """Docker's RFC 3339 timestamps: nanoseconds (fromisoformat takes at most micro), and `Z` or
+    a local offset (`docker info`'s SystemTime is the daemon's local time)."""
+    m = re.fullmatch(r"(.*?T[\d:]+)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", stamp.strip())
+    if not m:
+        raise DevboxError(f"unreadable time from the Docker engine: {stamp!r}")
+    head, frac, zone = m.groups()
+    return datetime.fromisoformat(f"{head}.{(frac or '0')[:6]}{'+00:00' if zone == 'Z' else zone}")
 
 
 def _why_unreachable(exc: Exception) -> str:

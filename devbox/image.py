@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
-from devbox import __version__
+from devbox import __version__, paths
 from devbox.engine import LABEL_PREFIX, Engine, describe_error
 from devbox.errors import DevboxError, UsageError
 
@@ -86,9 +88,27 @@ def _context_tar(files: dict[str, bytes]) -> io.BytesIO:
     return buf
 
 
-# Build-time proxies (GPU clusters often sit behind one): the docker CLI passes these to builds,
-# docker-py does not, so we do. Docker accepts them without an ARG in the Dockerfile.
-PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+# ~/.docker/config.json's "proxies" (GPU clusters often sit behind one), as the docker CLI hands
+# them to builds; docker-py does not, so we do. Docker accepts these without an ARG.
+_PROXY_KEYS = {
+    "httpProxy": "HTTP_PROXY",
+    "httpsProxy": "HTTPS_PROXY",
+    "noProxy": "NO_PROXY",
+    "ftpProxy": "FTP_PROXY",
+}
+
+
+def build_proxies() -> dict[str, str]:
+    path = Path(os.environ.get("DOCKER_CONFIG") or paths.home() / ".docker") / "config.json"
+    try:
+        proxies = json.loads(path.read_text()).get("proxies", {}).get("default", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    args = {}
+    for key, var in _PROXY_KEYS.items():
+        if isinstance(proxies.get(key), str):
+            args[var] = args[var.lower()] = proxies[key]
+    return args
 
 
 def _build(
@@ -98,7 +118,7 @@ def _build(
 
     # FROM the image ID the tag was hashed from, so a re-tag of `base` meanwhile cannot mismatch.
     buildargs = {"BASE_IMAGE": base_id.removeprefix("sha256:")}
-    buildargs.update({k: os.environ[k] for k in PROXY_VARS if os.environ.get(k)})
+    buildargs.update(build_proxies())
 
     log: list[str] = []
     try:

@@ -182,8 +182,12 @@ def _check_mount_targets(mounts: tuple[Mount, ...], home: str) -> None:
         if m.target in seen:
             raise UsageError(f"two --mount flags target {m.target}", "give each mount its own target")
         seen.add(m.target)
-        if m.target in ("/", home) or m.target.startswith(tuple(t for t in _RESERVED_TARGETS)):
+        # Not over the home or devbox's files, nor over a parent of them (/etc, /home, /run, /).
+        parent = m.target.rstrip("/") + "/"
+        covers = [r for r in (home, *_RESERVED_TARGETS) if r == m.target or r.startswith(parent)]
+        inside = [r for r in _RESERVED_TARGETS if m.target.startswith(r + "/")]
+        if covers or inside:
             raise UsageError(
                 f"cannot mount over {m.target}",
-                f"the box's home ({home}) is a volume of its own; mount into a subdirectory or elsewhere",
+                f"it would hide {(covers or inside)[0]}; mount into a subdirectory of {home} or elsewhere",
             )

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from devbox.errors import DevboxError
 from devbox.keys import known_hosts
-from devbox.keys.keypair import Identity
+from devbox.keys.keypair import Identity, public_key_blob
 
 if TYPE_CHECKING:
     import paramiko
@@ -63,8 +63,9 @@ def _auth_args(identity: Identity) -> dict[str, object]:
     import paramiko
 
     if identity.encrypted:
-        # The user's own passphrase-protected key: their ssh-agent holds it unlocked.
-        return {"look_for_keys": False, "allow_agent": True}
+        # The user's own passphrase-protected key: their ssh-agent holds it unlocked. Offer only
+        # that key: offering every agent key would run into sshd's MaxAuthTries.
+        return {"pkey": _agent_key(identity), "look_for_keys": False, "allow_agent": False}
     try:
         return {
             "pkey": paramiko.PKey.from_path(identity.private_path),
@@ -73,6 +74,19 @@ def _auth_args(identity: Identity) -> dict[str, object]:
         }
     except (OSError, paramiko.SSHException, TypeError, ValueError) as exc:
         raise DevboxError(f"cannot load the key {identity.private_path}: {exc}") from None
+
+
+def _agent_key(identity: Identity) -> paramiko.PKey:
+    import paramiko
+
+    wanted = public_key_blob(identity.public_line)
+    for key in paramiko.Agent().get_keys():
+        if f"{key.get_name()} {key.get_base64()}" == wanted:
+            return key
+    raise DevboxError(
+        f"{identity.private_path} is not loaded in your ssh-agent",
+        f"add it with `ssh-add {identity.private_path}`",
+    )
 
 
 def wait_ready(

@@ -36,7 +36,7 @@ shell=/bin/sh
 # has an account with the same UID (ubuntu:1000, say); that account stays, so nothing the
 # image relies on (sshd's privilege-separation user, for one) disappears.
 entry="$user:x:$DEVBOX_UID:$DEVBOX_GID:devbox user:$home:$shell"
-rewrite /etc/passwd -v u="$user" -v e="$entry" '$1 != u { print } NR == 1 { print e }'
+rewrite /etc/passwd -v u="$user" -v e="$entry" '$1 != u { print } NR == 1 { print e } END { if (NR == 0) print e }'
 if [ -f /etc/shadow ]; then
     # '*' = no password, but not locked: sshd (without PAM) refuses keys for '!'-locked accounts.
     rewrite /etc/shadow -v u="$user" '$1 != u'
@@ -55,20 +55,31 @@ fi
 
 # The home volume starts empty and root-owned (or holds the image's /home/$user): seed it from
 # /etc/skel without overwriting, and chown it all only when the owner changed; a recursive
-# chown of a big home at every start would be slow.
+# chown of a big home at every start would be slow. Mounts inside the home (--mount ...:~/x) are
+# the host's files: never chown into them.
 mkdir -p "$home"
 marker="$home/.devbox-home"
 if [ "$(cat "$marker" 2>/dev/null)" != "$DEVBOX_UID:$DEVBOX_GID" ]; then
     [ -d /etc/skel ] && cp -an /etc/skel/. "$home/" 2>/dev/null || true
+    set --
+    for mp in $(awk -v h="$home/" 'index($5, h) == 1 { print $5 }' /proc/self/mountinfo); do
+        set -- "$@" -path "$mp" -prune -o
+    done
+    find "$home" "$@" -exec chown -h "$DEVBOX_UID:$DEVBOX_GID" {} + ||
+        echo "devbox: could not hand all of $home to uid $DEVBOX_UID" >&2
+    # rm first: the user owns the home and could have left a symlink here for root to write through.
+    rm -f "$marker"
     echo "$DEVBOX_UID:$DEVBOX_GID" >"$marker"
-    chown -R "$DEVBOX_UID:$DEVBOX_GID" "$home"
+    chown -h "$DEVBOX_UID:$DEVBOX_GID" "$marker"
 fi
 chown "$DEVBOX_UID:$DEVBOX_GID" "$home"
 chmod 0750 "$home"
 
-if [ -n "${DEVBOX_WORKDIR:-}" ] && [ ! -e "$DEVBOX_WORKDIR" ]; then
-    mkdir -p "$DEVBOX_WORKDIR"
-    chown "$DEVBOX_UID:$DEVBOX_GID" "$DEVBOX_WORKDIR"
+# Docker creates --workdir root-owned; hand it over while it is still an empty, private directory.
+workdir=${DEVBOX_WORKDIR:-}
+if [ -n "$workdir" ] && [ -d "$workdir" ] && [ -z "$(ls -A "$workdir")" ] &&
+    [ "$(stat -c %u "$workdir")" = 0 ] && [ -z "$(find "$workdir" -maxdepth 0 -perm -o+w)" ]; then
+    chown "$DEVBOX_UID:$DEVBOX_GID" "$workdir"
 fi
 
 # ssh sessions do not inherit the container's environment: hand it over (CUDA paths, NVIDIA_*,

@@ -81,41 +81,37 @@ def load_identity(path: Path) -> Identity:
     pub = path.with_name(path.name + ".pub")
     if pub.is_file():
         return Identity(path, pub.read_text().strip(), encrypted)
-    if encrypted:
-        raise UsageError(f"cannot read the public key of encrypted {path}", f"put it next to it as {pub}")
-    return Identity(path, _public_line_from_private(path))
+    return Identity(path, _public_line_from_private(path), encrypted)
 
 
-def _is_encrypted(path: Path) -> bool:
+def _load_private(path: Path):
+    """The key in `path` (OpenSSH or PEM format); None when it is passphrase-protected."""
+    from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
     data = path.read_bytes()
-    try:
-        serialization.load_ssh_private_key(data, password=None)
-    except TypeError:
-        return True  # cryptography's way of saying "needs a password"
-    except ValueError:
+    for load in (serialization.load_ssh_private_key, serialization.load_pem_private_key):
         try:
-            serialization.load_pem_private_key(data, password=None)
+            return load(data, password=None)
         except TypeError:
-            return True
-        except ValueError:
-            raise UsageError(
-                f"{path} is not a private key devbox can read",
-                "pass an OpenSSH or PEM private key (ed25519, ecdsa or rsa)",
-            ) from None
-    return False
+            return None  # cryptography's way of saying "needs a password"
+        except (ValueError, UnsupportedAlgorithm):
+            continue
+    raise UsageError(
+        f"{path} is not a private key devbox can read",
+        "pass an OpenSSH or PEM private key (ed25519, ecdsa or rsa; not a security-key -sk key)",
+    )
+
+
+def _is_encrypted(path: Path) -> bool:
+    return _load_private(path) is None
 
 
 def _public_line_from_private(path: Path) -> str:
     from cryptography.hazmat.primitives import serialization
 
-    try:
-        key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(
-            f"cannot read the public key of {path}: {exc}",
-            f"put its public key next to it as {path}.pub",
-        ) from None
+    key = _load_private(path)
+    if key is None:
+        raise UsageError(f"cannot read the public key of encrypted {path}", f"save it as {path}.pub")
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return public.decode()

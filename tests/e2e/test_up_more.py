@@ -147,6 +147,11 @@ def test_passphrase_key_needs_an_agent_and_works_through_one(user: User, client,
         "DISPLAY": ":0",
     }
     try:
+        # Other keys first: devbox must offer only the right one (sshd allows 4 tries).
+        for i in range(5):
+            other = user.home / f"other{i}"
+            user.run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other))
+            assert user.run("ssh-add", str(other), extra_env=env).returncode == 0
         added = user.run("ssh-add", str(key), extra_env=env)
         assert added.returncode == 0, added.stderr
         user.ok("up", name, "--identity", str(key), extra_env=env)
@@ -156,3 +161,30 @@ def test_passphrase_key_needs_an_agent_and_works_through_one(user: User, client,
         user.run("sh", "-c", f"SSH_AUTH_SOCK={sock} ssh-agent -k", extra_env={"SSH_AGENT_PID": ""})
         user.run("pkill", "-u", user.name, "-f", f"ssh-agent -a {sock}")
         user.devbox("rm", name, "--purge")
+
+
+def test_read_only_mount_inside_home_and_a_new_workdir_work_for_the_user(user: User, name: str) -> None:
+    data = user.home / "ds"
+    data.mkdir()
+    (data / "f.txt").write_text("x\n")
+    os.chown(data, 0, 0)
+    proc = user.ok("up", name, "--mount", f"{data}:/home/{user.name}/ds:ro", "--workdir", "/workspace")
+    assert "Created" in proc.stdout
+    assert os.stat(data).st_uid == 0 and os.stat(data / "f.txt").st_uid == 0  # the host's files untouched
+    out = user.ssh(f"devbox-{name}", "cat ~/ds/f.txt && touch /workspace/ok && stat -c %U /workspace")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["x", user.name]
+    user.ok("rm", name, "--purge")
+
+
+def test_up_with_a_new_identity_switches_the_key_for_good(user: User, name: str) -> None:
+    user.ok("up", name)
+    key = user.home / f"newkey-{name}"
+    assert user.run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)).returncode == 0
+    user.ok("up", name, "--identity", str(key))
+    assert f"IdentityFile {key}\n" in user.ok("ssh-config", name).stdout
+    user.ok("stop", name)
+    user.ok("start", name)  # uses the key the last `up` switched to
+    out = user.ssh(f"devbox-{name}", "true", options=("-o", "ControlPath=none"))
+    assert out.returncode == 0, out.stderr
+    user.ok("rm", name, "--purge")

@@ -297,7 +297,20 @@ def test_from_flags_refuses_gpus_together_with_gpu_count() -> None:
         from_flags(name="x", image="img", gpus_text="0", gpu_count=1)
 
 
-@pytest.mark.parametrize("target", ["/", "/home/dev", "/etc/devbox", "/etc/devbox/keys", "/run/devbox"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/",
+        "/home",
+        "/home/dev",
+        "/etc",
+        "/etc/devbox",
+        "/etc/devbox/keys",
+        "/run",
+        "/run/devbox",
+        "/usr/local",
+    ],
+)
 def test_mounting_over_the_home_root_or_devbox_files_is_refused(tmp_path: Path, target: str) -> None:
     with pytest.raises(UsageError, match=f"cannot mount over {target}"):
         from_flags(name="x", image="img", mounts=[f"{tmp_path}:{target}"])
