@@ -62,6 +62,25 @@ class Box:
     def target(self) -> sshclient.Target:
         return sshclient.Target(self.alias, self.port, self.user)
 
+    def to_json(self) -> dict[str, object]:
+        """What `devbox ls --json` prints for scripts."""
+        return {
+            "name": self.name,
+            "owner": self.owner,
+            "status": self.status,
+            "user": self.user,
+            "uid": self.uid,
+            "gid": self.gid,
+            "gpus": list(self.gpus),
+            "port": self.port,
+            "host": "127.0.0.1",
+            "ssh_alias": self.alias,
+            "image": self.image,
+            "workdir": self.workdir,
+            "volume": self.volume,
+            "container": self.container,
+        }
+
     @classmethod
     def from_container(cls, c: Container) -> Box:
         lb = c.labels

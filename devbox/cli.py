@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from devbox.errors import DevboxError
+from devbox.spec import DEFAULT_SHM, READY_TIMEOUT_S
 
 if TYPE_CHECKING:
-    from devbox.boxes import Box
     from devbox.engine import Engine
     from devbox.keys.keypair import Identity
 
@@ -63,8 +63,6 @@ def _ssh_config_opt(f):
 
 
 def _timeout_opt(f):
-    from devbox.spec import READY_TIMEOUT_S
-
     return click.option(
         "--timeout", type=float, default=READY_TIMEOUT_S, show_default=True, help="Seconds to wait for sshd."
     )(f)
@@ -100,7 +98,7 @@ def cli(ctx: click.Context, host: str | None) -> None:
 @click.option("--mount", "mounts", multiple=True, metavar="SRC:DST[:ro|rw]", help="Bind-mount a host path.")
 @click.option("--env", "envs", multiple=True, metavar="K=V", help="Environment variable for the box.")
 @click.option(
-    "--shm-size", default="8g", show_default=True, help="/dev/shm size (DataLoader workers need it)."
+    "--shm-size", default=DEFAULT_SHM, show_default=True, help="/dev/shm size (DataLoader workers need it)."
 )
 @click.option("--memory", default=None, help="Memory limit, e.g. 64g.")
 @click.option("--cpus", type=float, default=None, help="CPU limit, e.g. 8.")
@@ -231,7 +229,7 @@ def ls_cmd(ctx: click.Context, all_owners: bool, as_json: bool) -> None:
 
     found = boxes.list_boxes(_engine(ctx), None if all_owners else owner_name())
     if as_json:
-        click.echo(json.dumps([_box_json(b) for b in found], indent=2))
+        click.echo(json.dumps([b.to_json() for b in found], indent=2))
         return
     from rich.table import Table
 
@@ -246,25 +244,6 @@ def ls_cmd(ctx: click.Context, all_owners: bool, as_json: bool) -> None:
         _console().print(table)
     else:
         _console().print("No boxes. Create one with: devbox up NAME")
-
-
-def _box_json(b: Box) -> dict[str, object]:
-    return {
-        "name": b.name,
-        "owner": b.owner,
-        "status": b.status,
-        "user": b.user,
-        "uid": b.uid,
-        "gid": b.gid,
-        "gpus": list(b.gpus),
-        "port": b.port,
-        "host": "127.0.0.1",
-        "ssh_alias": b.alias,
-        "image": b.image,
-        "workdir": b.workdir,
-        "volume": b.volume,
-        "container": b.container,
-    }
 
 
 @cli.command(context_settings={"ignore_unknown_options": True}, short_help="Shell or command in a box.")

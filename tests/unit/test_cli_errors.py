@@ -31,10 +31,10 @@ def clean_env(home: Path) -> dict[str, str]:
     return env
 
 
-def devbox(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    assert DEVBOX.is_file(), f"the devbox console script is installed next to {sys.executable}"
+def run_in(home: Path, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run `argv` from `home` with a clean environment (the checkout never shadows the package)."""
     return subprocess.run(
-        [str(DEVBOX), *args],
+        argv,
         capture_output=True,
         text=True,
         env=clean_env(home),
@@ -42,19 +42,15 @@ def devbox(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
         stdin=subprocess.DEVNULL,
         timeout=60,
     )
+
+
+def devbox(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    assert DEVBOX.is_file(), f"the devbox console script is installed next to {sys.executable}"
+    return run_in(home, [str(DEVBOX), *args])
 
 
 def python_in(home: Path, code: str) -> subprocess.CompletedProcess[str]:
-    """Run `code` with this interpreter from `home`, so the checkout never shadows the installed package."""
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=clean_env(home),
-        cwd=home,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
+    return run_in(home, [sys.executable, "-c", code])
 
 
 def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
