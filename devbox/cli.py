@@ -156,7 +156,7 @@ def up(
     with err.status(f"Bringing up {box_spec.name}…") as status:
 
         def progress(line: str) -> None:
-            if line.startswith(("Step ", "Building", "devbox:", "Keeping")):
+            if line.startswith(("Step ", "Building the devbox layer", "devbox:", "Keeping")):
                 err.print(f"[dim]{escape(line)}[/dim]")
             status.update(f"{box_spec.name}: {escape(line[:100])}")
 
@@ -391,9 +391,13 @@ def gpus_cmd(ctx: click.Context, as_json: bool) -> None:
         table.add_row(row.index, row.name, row.memory, row.util, row.holder or "-", row.pids or "-", row.uuid)
     out = _console()
     out.print(table)
+    index_of = {g.uuid.lower(): g.index for g in report.inventory.gpus}
     for proc in report.foreign_processes():
+        where = (
+            f"GPU {index_of[proc.gpu_uuid.lower()]}" if proc.gpu_uuid.lower() in index_of else proc.gpu_uuid
+        )
         out.print(
-            f"[yellow]pid {proc.pid} ({proc.process_name}) uses {proc.gpu_uuid} outside any devbox[/yellow]"
+            f"[yellow]pid {proc.pid} ({escape(proc.process_name)}) runs on {where} outside devbox[/yellow]"
         )
     if report.docker_gpus is False:
         out.print(

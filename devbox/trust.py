@@ -14,8 +14,8 @@ from string import Template
 from typing import TYPE_CHECKING
 
 from devbox.errors import DevboxError
-from devbox.keys import known_hosts
-from devbox.keys.keypair import Identity, KeyPair, public_key_blob
+from devbox.keys import authorized_keys, known_hosts
+from devbox.keys.keypair import Identity, KeyPair
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
@@ -36,7 +36,7 @@ def payload(user: str, identity: Identity, host_key: KeyPair) -> bytes:
             "devbox/sshd_config": (sshd_config(user).encode(), 0o644),
             "devbox/ssh_host_ed25519_key": (host_key.private_openssh, 0o600),
             "devbox/ssh_host_ed25519_key.pub": (host_key.public_line.encode() + b"\n", 0o644),
-            "devbox/authorized_keys": (identity.public_line.encode() + b"\n", 0o644),
+            "devbox/authorized_keys": (authorized_keys.render([identity.public_line]), 0o644),
         },
         directory="devbox",
     )
@@ -50,12 +50,9 @@ def refresh(container: Container, alias: str, identity: Identity) -> None:
     """
     host_pub = _read(container, HOST_KEY_PUB)
     known_hosts.pin(alias, host_pub.decode().strip())
-    keys = _read(container, AUTHORIZED_KEYS).decode().splitlines()
-    wanted = public_key_blob(identity.public_line)
-    if not any(public_key_blob(k) == wanted for k in keys if k.strip()):
-        keys.append(identity.public_line)
-        data = "".join(k + "\n" for k in keys if k.strip()).encode()
-        container.put_archive("/etc/devbox", _tar({"authorized_keys": (data, 0o644)}))
+    updated = authorized_keys.with_key(_read(container, AUTHORIZED_KEYS).decode(), identity.public_line)
+    if updated is not None:
+        container.put_archive("/etc/devbox", _tar({"authorized_keys": (updated, 0o644)}))
 
 
 def _read(container: Container, path: str) -> bytes:

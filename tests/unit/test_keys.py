@@ -11,7 +11,7 @@ import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from devbox.keys import known_hosts
+from devbox.keys import authorized_keys, known_hosts
 from devbox.keys.keypair import (
     ensure_user_key,
     generate_ed25519,
@@ -347,3 +347,17 @@ def test_concurrent_pins_from_threads_all_land() -> None:
     assert errors == []
     assert {alias: known_hosts.lookup(alias) for alias in lines} == lines
     assert len(paths.known_hosts_path().read_text().splitlines()) == len(lines)
+
+
+# --- authorized_keys -------------------------------------------------------------------------
+
+
+def test_authorized_keys_gains_a_new_key_and_keeps_the_old_ones() -> None:
+    old, new = generate_ed25519("old").public_line, generate_ed25519("new").public_line
+    assert authorized_keys.with_key(old + "\n\n", new) == f"{old}\n{new}\n".encode()
+
+
+def test_authorized_keys_with_the_key_already_in_is_left_alone_whatever_the_comment() -> None:
+    key = generate_ed25519("laptop").public_line
+    same_key_other_comment = public_key_blob(key) + " desktop"
+    assert authorized_keys.with_key(key + "\n", same_key_other_comment) is None
