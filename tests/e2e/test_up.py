@@ -142,12 +142,15 @@ def test_home_survives_stop_start_and_rm_up(user: User, client, name: str) -> No
 
 
 def test_bare_base_gets_sshd_installed_and_second_up_does_not_build(
-    user: User, client, env, name: str
+    user: User, client, env, derived_image, name: str
 ) -> None:
-    first = user.ok("up", name, "--image", env["DEVBOX_TEST_MIN_IMAGE"])
+    # A base of its own (new image ID), so no layer built earlier can be reused by accident.
+    base = derived_image(f"LABEL test={name}", base=env["DEVBOX_TEST_MIN_IMAGE"])
+    first = user.ok("up", name, "--image", base)
     assert "Building the devbox layer" in first.stderr
+    assert "devbox: installing openssh-server tmux sudo" in first.stderr
     layer = box_container(client, name).image.id
-    second = user.ok("up", name + "b", "--image", env["DEVBOX_TEST_MIN_IMAGE"])
+    second = user.ok("up", name + "b", "--image", base)
     assert "Building" not in second.stderr
     assert box_container(client, name + "b").image.id == layer
     assert user.ssh(f"devbox-{name}b", "command -v sshd tmux sudo").returncode == 0
