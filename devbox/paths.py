@@ -33,8 +33,15 @@ def ssh_dir() -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create `path` (and parents) and make sure only the owner can enter it."""
-    path.mkdir(parents=True, exist_ok=True)
+    """Make sure only the owner can enter `path`. Missing parents are created 0700 too (a new
+    ~/.ssh or ~/.config must not appear world-readable); existing parents are left alone."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
     if path.stat().st_mode & 0o777 != 0o700:
         path.chmod(0o700)
     return path

@@ -238,7 +238,6 @@ def _locked() -> Iterator[None]:
     """One lock, next to our file, for every write to our file and to the user's config."""
     path = managed_config_path()
     try:
-        _make_private_dirs(path.parent)
         paths.ensure_private_dir(path.parent)
     except OSError as exc:
         raise _os_error(path.parent, exc) from exc
@@ -252,7 +251,6 @@ def _write_managed(entries: Iterable[HostEntry]) -> None:
     blocks = [render_block(e, cm) for e in sorted(entries, key=lambda e: e.alias)]
     text = HEADER + "".join("\n" + block for block in blocks)
     try:
-        _make_private_dirs(cm)
         paths.ensure_private_dir(cm)
         files.atomic_write(path, text.encode("utf-8", "surrogateescape"), 0o600)
     except OSError as exc:
@@ -321,7 +319,8 @@ def _write_user_config(user_config: Path, original: bytes | None, line: str) -> 
     target = Path(os.path.realpath(user_config))
     encoded = line.encode("utf-8", "surrogateescape")
     if original is None:
-        _make_private_dirs(target.parent)
+        if not target.parent.exists():  # an existing ~/.ssh keeps its mode
+            paths.ensure_private_dir(target.parent)
         files.atomic_write(target, encoded + b"\n", 0o600)
         return
     mode = target.stat().st_mode & 0o7777
@@ -443,17 +442,6 @@ def _passwd_home() -> Path:
         return Path(pwd.getpwuid(os.getuid()).pw_dir)
     except KeyError:  # a uid without a passwd entry (some containers): ssh falls back to $HOME
         return paths.home()
-
-
-def _make_private_dirs(path: Path) -> None:
-    """Create `path` and its missing parents with mode 0700; existing directories are left alone."""
-    missing: list[Path] = []
-    while not path.exists():
-        missing.append(path)
-        path = path.parent
-    for directory in reversed(missing):
-        directory.mkdir(mode=0o700, exist_ok=True)
-        directory.chmod(0o700)
 
 
 def _os_error(path: Path, exc: OSError) -> DevboxError:

@@ -4,6 +4,7 @@ container, volume and image tag the tests create."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import os
@@ -130,52 +131,34 @@ class User:
         return self.home / ".config" / "devbox" / "id_ed25519"
 
     def paramiko(
-        self,
-        port: int,
-        username: str | None = None,
-        key: paramiko.PKey | None = None,
-        host_key: tuple[str, str] | None = None,
+        self, box: dict, username: str | None = None, key: paramiko.PKey | None = None
     ) -> paramiko.SSHClient:
-        """A real paramiko login against the box's pinned host key."""
+        """A real paramiko login to `box` (an `ls --json` entry) against its pinned host key."""
+        keytype, blob = self.pinned_host_key(box["ssh_alias"])
         client = paramiko.SSHClient()
-        keytype, blob = host_key or self.pinned_host_key(port)
         client.get_host_keys().add(
-            f"[127.0.0.1]:{port}",
+            f"[127.0.0.1]:{box['port']}",
             keytype,
-            paramiko.PKey.from_type_string(keytype, __import__("base64").b64decode(blob)),
+            paramiko.PKey.from_type_string(keytype, base64.b64decode(blob)),
         )
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         client.connect(
             "127.0.0.1",
-            port=port,
-            username=username or self.box_user,
-            pkey=key or self.pkey(),
+            port=box["port"],
+            username=username or self.name,
+            pkey=key or paramiko.PKey.from_path(self.key_path),
             look_for_keys=False,
             allow_agent=False,
             timeout=10,
         )
         return client
 
-    @property
-    def box_user(self) -> str:
-        return self.name
-
-    def pkey(self) -> paramiko.PKey:
-        return paramiko.PKey.from_path(self.key_path)
-
-    def pinned_host_key(self, port: int) -> tuple[str, str]:
-        alias = self.alias_for_port(port)
+    def pinned_host_key(self, alias: str) -> tuple[str, str]:
         for line in (self.home / ".config" / "devbox" / "known_hosts").read_text().splitlines():
             host, keytype, blob = line.split()[:3]
             if host == alias:
                 return keytype, blob
         raise AssertionError(f"no pinned key for {alias}")
-
-    def alias_for_port(self, port: int) -> str:
-        c = docker.DockerClient(base_url=self.env["DOCKER_HOST"])
-        for ct in c.containers.list(all=True, filters={"label": f"devbox.port={port}"}):
-            return f"devbox-{ct.labels['devbox.name']}"
-        raise AssertionError(f"no box on port {port}")
 
 
 def make_user(env: dict[str, str], account: str = "DEVBOX_TEST_USER") -> User:

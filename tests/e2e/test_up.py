@@ -42,7 +42,7 @@ def box(user: User, client) -> dict:
 
 
 def test_up_logs_in_as_non_root_user_with_matching_uid_gid(user: User, box: dict) -> None:
-    ssh = user.paramiko(box["port"])
+    ssh = user.paramiko(box)
     try:
         _, out, _ = ssh.exec_command("id -u; id -g; id -un")
         uid, gid, name = out.read().decode().split()
@@ -73,13 +73,13 @@ def test_password_and_keyboard_interactive_auth_are_refused(user: User, box: dic
 
 def test_root_login_is_refused_even_with_the_right_key(user: User, box: dict) -> None:
     with pytest.raises(paramiko.AuthenticationException):
-        user.paramiko(box["port"], username="root")
+        user.paramiko(box, username="root")
 
 
 def test_another_key_is_refused(user: User, box: dict) -> None:
     other = generate_ed25519("someone-else").private_openssh.decode()
     with pytest.raises(paramiko.AuthenticationException):
-        user.paramiko(box["port"], key=paramiko.Ed25519Key.from_private_key(io.StringIO(other)))
+        user.paramiko(box, key=paramiko.Ed25519Key.from_private_key(io.StringIO(other)))
 
 
 def test_gpu_box_sees_exactly_its_gpus_in_ssh_sessions(user: User, box: dict, client) -> None:
