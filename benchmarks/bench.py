@@ -19,7 +19,8 @@ from pathlib import Path
 import docker
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "e2e"))
-from conftest import REQUIRED, make_user  # noqa: E402 - shares the e2e suite's user setup
+from conftest import REQUIRED, User, make_user  # noqa: E402 - shares the e2e suite's user setup
+from servers import LOCALHOST, Sshd, make_client_key, write_client_config  # noqa: E402
 
 # (what, target, unit): lower is better for all of them.
 TARGETS = {
@@ -30,6 +31,12 @@ TARGETS = {
     "ssh, first connection": (1.5, "s"),
     "ssh, shared connection": (0.3, "s"),
     "peak RSS of devbox up": (150.0, "MiB"),
+}
+
+
+# (what, floor it is measured against, most allowed ratio): both sides measured in the same run.
+RATIOS = {
+    "remote: up + first ssh + rm": ("remote: the same by hand over ssh", 6.0),
 }
 
 
@@ -62,6 +69,7 @@ def main() -> int:
         results["up, layer already built"] = timed(lambda: user.ok("up", name, "--image", base))
         results["ssh, first connection"] = timed(lambda: user.ssh(f"devbox-{name}", "true"))
         results["ssh, shared connection"] = timed(lambda: user.ssh(f"devbox-{name}", "true"), repeat=5)
+        results.update(remote(env, base))
     finally:
         for box in (name, name + "c"):
             user.devbox("rm", box, "--purge")
@@ -73,6 +81,53 @@ def main() -> int:
     return report(results)
 
 
+def remote(env: dict[str, str], image: str) -> dict[str, float]:
+    """`up` + first ssh + `rm` of a box on a server reached over ssh (an unprivileged sshd on
+    127.0.0.1 in front of the test engine), against a person doing the same by hand: one ssh per
+    step, running docker on the server."""
+    server_env = {"DOCKER_HOST": env["DOCKER_HOST"], "PATH": f"{env['DEVBOX_TEST_GPU_PATH']}:/usr/bin:/bin"}
+    laptop = make_user(env)
+    del laptop.env["DOCKER_HOST"]
+    try:
+        with Sshd(env["DEVBOX_TEST_USER2"], server_env) as server:
+            key, public = make_client_key(laptop.home, laptop.uid, laptop.gid)
+            server.authorize(public)
+            known = laptop.home / ".ssh" / "known_hosts"
+            known.write_text(server.known_hosts_line() + "\n")
+            os.chown(known, laptop.uid, laptop.gid)
+            block = {"HostName": LOCALHOST, "Port": server.port, "User": server.account}
+            common = {"IdentityFile": key, "IdentitiesOnly": "yes", "UserKnownHostsFile": known}
+            write_client_config(
+                laptop.ssh_config, {"gpu1": block, "*": common}, owner=(laptop.uid, laptop.gid)
+            )
+            laptop.ok("host", "add", "gpu1", "gpu1")
+            return {
+                "remote: up + first ssh + rm": timed(lambda: _remote_devbox(laptop, image), repeat=3),
+                "remote: the same by hand over ssh": timed(lambda: _remote_by_hand(laptop, image), repeat=3),
+            }
+    finally:
+        shutil.rmtree(laptop.home, ignore_errors=True)
+
+
+def _remote_devbox(laptop: User, image: str) -> None:
+    name = f"rb{uuid.uuid4().hex[:6]}"
+    laptop.ok("up", name, "--host", "gpu1", "--image", image)
+    assert laptop.ssh(f"devbox-{name}", "true").returncode == 0
+    laptop.ok("rm", name, "--purge")
+
+
+def _remote_by_hand(laptop: User, image: str) -> None:
+    name = f"rh{uuid.uuid4().hex[:6]}"
+
+    def over_ssh(command: str) -> None:
+        proc = laptop.ssh("gpu1", command)
+        assert proc.returncode == 0, proc.stderr
+
+    over_ssh(f"docker run -d --name {name} {image} sleep 600")
+    over_ssh(f"docker exec {name} true")
+    over_ssh(f"docker rm -f {name}")
+
+
 def report(results: dict[str, float]) -> int:
     missed = 0
     print(f"{'measure':32} {'value':>10} {'target':>10}")
@@ -82,6 +137,13 @@ def report(results: dict[str, float]) -> int:
         missed += not ok
         shown = "—" if value is None else f"{value:.2f} {unit}"
         print(f"{what:32} {shown:>10} {f'≤ {target:g} {unit}':>10}  {'ok' if ok else 'MISSED'}")
+    for what, (floor, most) in RATIOS.items():
+        value, base = results.get(what), results.get(floor)
+        ratio = value / base if value is not None and base else None
+        ok = ratio is not None and ratio <= most
+        missed += not ok
+        shown = "—" if ratio is None else f"{ratio:.2f}×"
+        print(f"{what:32} {shown:>10} {f'≤ {most:g}×':>10}  {'ok' if ok else 'MISSED'}  (vs {floor})")
     return 1 if missed else 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import socket
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import partial
@@ -16,11 +15,11 @@ from devbox import __version__, allocation, gpus, paths, sshclient, sshconfig, t
 from devbox.allocation import RUNNING_STATES
 from devbox.engine import Engine, L, describe_error
 from devbox.errors import DevboxError, NotFoundError, UsageError
+from devbox.hosts import LOCAL, LOCAL_HOST, Host, HostResult, across
 from devbox.image import ensure_image
 from devbox.keys import known_hosts
 from devbox.keys.keypair import Identity, KeyPair, ensure_user_key, generate_ed25519, load_identity
 from devbox.spec import READY_TIMEOUT_S, BoxSpec
-from devbox.users import owner_name
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
@@ -49,6 +48,8 @@ class Box:
     container: str
     container_id: str
     identity: str  # the user's own key (--identity), or "" for devbox's key
+    host: str = LOCAL  # the devbox host it runs on
+    jump: str = ""  # that host's ssh destination ("" for the local engine)
 
     @property
     def running(self) -> bool:
@@ -57,10 +58,6 @@ class Box:
     @property
     def alias(self) -> str:
         return sshconfig.host_alias(self.name)
-
-    @property
-    def target(self) -> sshclient.Target:
-        return sshclient.Target(self.alias, self.port, self.user)
 
     def to_json(self) -> dict[str, object]:
         """What `devbox ls --json` prints for scripts."""
@@ -73,7 +70,7 @@ class Box:
             "gid": self.gid,
             "gpus": list(self.gpus),
             "port": self.port,
-            "host": "127.0.0.1",
+            "host": self.host,
             "ssh_alias": self.alias,
             "image": self.image,
             "workdir": self.workdir,
@@ -82,7 +79,7 @@ class Box:
         }
 
     @classmethod
-    def from_container(cls, c: Container) -> Box:
+    def from_container(cls, c: Container, host: Host = LOCAL_HOST) -> Box:
         lb = c.labels
         try:
             return cls(
@@ -100,6 +97,8 @@ class Box:
                 container=c.name,
                 container_id=c.id,
                 identity=lb.get(L("identity"), ""),
+                host=host.name,
+                jump=host.jump,
             )
         except (KeyError, ValueError):
             raise DevboxError(
@@ -141,12 +140,24 @@ def list_boxes(engine: Engine, owner: str | None = None) -> list[Box]:
     found = []
     for c in engine.boxes(owner=owner):
         with contextlib.suppress(DevboxError):
-            found.append(Box.from_container(c))
+            found.append(Box.from_container(c, engine.host))
     return sorted(found, key=lambda b: (b.owner, b.name))
 
 
+def list_hosts(targets: list[Host], *, all_owners: bool = False) -> list[HostResult[list[Box]]]:
+    """Boxes on each host, asked concurrently; a host that fails is an error result. With a single
+    host its error is raised instead: there is nothing else to show."""
+
+    def work(engine: Engine) -> list[Box]:
+        return list_boxes(engine, None if all_owners else engine.owner)
+
+    if len(targets) == 1:
+        return [HostResult(targets[0], value=work(Engine.connect(targets[0])))]
+    return across(targets, work)
+
+
 def get_box(engine: Engine, name: str, owner: str | None = None) -> Box:
-    return Box.from_container(_container(engine, name, owner or owner_name()))
+    return Box.from_container(_container(engine, name, owner or engine.owner), engine.host)
 
 
 def _container(engine: Engine, name: str, owner: str) -> Container:
@@ -158,11 +169,16 @@ def _container(engine: Engine, name: str, owner: str) -> Container:
     return found[0]
 
 
-def _require_local(engine: Engine) -> None:
-    if not engine.is_local:
+def _refuse_name_elsewhere(engine: Engine, name: str) -> None:
+    """Box names are one namespace on this machine (`ssh devbox-NAME`): a box of that name on
+    another host keeps it."""
+    alias = sshconfig.host_alias(name)
+    other = next((e for e in sshconfig.read_entries() if e.alias == alias), None)
+    if other is not None and other.proxy_jump != engine.host.jump:
+        where = other.proxy_jump or "the local engine"
         raise UsageError(
-            f"boxes on remote engines ({engine.url}) are not supported yet",
-            "run devbox on the GPU server itself, or use a local DOCKER_HOST",
+            f"you already have a box named {name!r} on {where}",
+            f"pick another name, or remove that one first (`devbox rm {name}`)",
         )
 
 
@@ -185,18 +201,24 @@ def up(
     For an existing box only the options in `given` (fingerprint keys; None = all) must match,
     so a bare `up NAME` starts a box whatever it was created with.
     """
-    _require_local(engine)
-    owner = owner_name()
+    owner = engine.owner
     existing = engine.boxes(owner=owner, name=spec.name)
+    if not existing:
+        _refuse_name_elsewhere(engine, spec.name)
     if existing:
         return _up_existing(engine, spec, existing[0], identity, given, ssh_config, progress, timeout)
 
+    if engine.login is not None and engine.login.uid == 0:
+        progress(
+            f"devbox: you log in to {engine.host.name} as root; "
+            f"the box user is {spec.user.name} (uid {spec.user.uid})"
+        )
     layer = ensure_image(engine, spec.image, progress)
     host_key = generate_ed25519(f"devbox-{spec.name}")
     undo: list[Callable[[], None]] = []  # run in reverse if anything below fails
     try:
         container = _create_and_start(engine, spec, owner, layer.tag, identity, host_key, undo)
-        box = Box.from_container(container)
+        box = Box.from_container(container, engine.host)
         known_hosts.pin(box.alias, host_key.public_line)
         undo.append(lambda: known_hosts.unpin(box.alias))
         progress(f"Waiting for sshd in {spec.name}")
@@ -237,7 +259,7 @@ def _up_existing(
             f"to change them: `devbox rm {spec.name}` then `devbox up` again (the home volume is kept); "
             f"to just start it: `devbox up {spec.name}`",
         )
-    box = Box.from_container(container)
+    box = Box.from_container(container, engine.host)
     trust.refresh(container, box.alias, identity)
     if not box.running:
         progress(f"Starting {spec.name}")
@@ -410,14 +432,8 @@ def _free_port(engine: Engine) -> int:
     """A port free on 127.0.0.1 now and not reserved by any other box (stopped boxes keep theirs)."""
     reserved = {c.labels.get(L("port")) for c in engine.boxes()}
     for port in random.sample(PORT_RANGE, 200):
-        if str(port) in reserved:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
+        if str(port) not in reserved and engine.port_free(port):
+            return port
     raise DevboxError(f"no free port on 127.0.0.1 in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
 
 
@@ -434,7 +450,8 @@ def _wait_ready(engine: Engine, box: Box, identity: Identity, timeout: float) ->
         return f"box {box.name} stopped while starting ({status})"
 
     try:
-        sshclient.wait_ready(box.target, identity, timeout, why_dead)
+        target = sshclient.Target(box.alias, box.port, box.user, proxy=engine.proxy_command(box.port))
+        sshclient.wait_ready(target, identity, timeout, why_dead)
     except DevboxError as exc:
         try:
             log = _log_tail(engine.client.containers.get(box.container_id))
@@ -461,6 +478,7 @@ def ssh_entry(box: Box, identity: Identity | None = None) -> sshconfig.HostEntry
         user=box.user,
         identity_file=(identity or identity_of(box)).private_path,
         known_hosts=paths.known_hosts_path(),
+        proxy_jump=box.jump,
     )
 
 
@@ -479,18 +497,29 @@ def _tell_vscode(alias: str) -> vscode.SettingsResult | None:
 
 
 def sync_ssh(engine: Engine, ssh_config: Path | None = None) -> tuple[sshconfig.IncludeResult, list[Box]]:
-    """Rewrite devbox's ssh config from Docker's labels: one block per box of this owner."""
-    mine = list_boxes(engine, owner_name())
+    """Rewrite the blocks of this engine's host in devbox's ssh config from Docker's labels: one per
+    box of this owner (other hosts' blocks stay)."""
+    mine = list_boxes(engine, engine.owner)
     entries = []
     for b in mine:
         try:
             entries.append(ssh_entry(b))
         except DevboxError:  # its key is gone: fall back to devbox's own, which `up` can re-authorize
             entries.append(ssh_entry(b, ensure_user_key()))
-    result = sshconfig.sync(entries, user_config=ssh_config)
+    result = sshconfig.sync(entries, scope=lambda e: e.proxy_jump == engine.host.jump, user_config=ssh_config)
     for b in mine:
         _tell_vscode(b.alias)
     return result, mine
+
+
+def sync_hosts(
+    targets: list[Host], ssh_config: Path | None = None
+) -> list[HostResult[tuple[sshconfig.IncludeResult, list[Box]]]]:
+    """sync_ssh on each host; a host that does not answer keeps its blocks."""
+    if len(targets) == 1:
+        engine = Engine.connect(targets[0], ssh_config=ssh_config)
+        return [HostResult(targets[0], value=sync_ssh(engine, ssh_config))]
+    return across(targets, lambda engine: sync_ssh(engine, ssh_config), ssh_config=ssh_config)
 
 
 # ---------------------------------------------------------------- start / stop / restart / rm
@@ -505,9 +534,8 @@ def start(
     timeout: float = READY_TIMEOUT_S,
 ) -> Box:
     """Start a stopped box (GPU conflicts checked) and wait until a key login works."""
-    _require_local(engine)
-    container = _container(engine, name, owner_name())
-    box = Box.from_container(container)
+    container = _container(engine, name, engine.owner)
+    box = Box.from_container(container, engine.host)
     identity = identity_of(box)
     trust.refresh(container, box.alias, identity)
     if not box.running:
@@ -518,7 +546,7 @@ def start(
 
 
 def stop(engine: Engine, name: str) -> Box:
-    container = _container(engine, name, owner_name())
+    container = _container(engine, name, engine.owner)
     _docker_call(f"stop {name}", lambda: container.stop(timeout=10))
     return get_box(engine, name)
 
@@ -527,8 +555,7 @@ def restart(
     engine: Engine, name: str, *, ssh_config: Path | None = None, timeout: float = READY_TIMEOUT_S
 ) -> Box:
     """Restart in place: a running box keeps its GPUs throughout (no window for others to take them)."""
-    _require_local(engine)
-    container = _container(engine, name, owner_name())
+    container = _container(engine, name, engine.owner)
     if container.status not in RUNNING_STATES:
         return start(engine, name, ssh_config=ssh_config, timeout=timeout)
     with engine.lock(allocation.LOCK, container.attrs["Config"]["Image"]):
@@ -542,8 +569,8 @@ def rm(engine: Engine, name: str, *, purge: bool = False, ssh_config: Path | Non
     """Remove the box; its home volume stays unless `purge`. The ssh entry and pinned key go."""
     import docker
 
-    container = _container(engine, name, owner_name())
-    box = Box.from_container(container)
+    container = _container(engine, name, engine.owner)
+    box = Box.from_container(container, engine.host)
     _docker_call(f"remove {name}", lambda: container.remove(force=True))
     # Local cleanup is best effort: the box is gone, and a stale entry is harmless.
     with contextlib.suppress(OSError, DevboxError):

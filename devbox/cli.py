@@ -40,10 +40,12 @@ def escape(text: str) -> str:
     return rich_escape(text)
 
 
-def _engine(ctx: click.Context) -> Engine:
+def _engine(host: str | None, *, box: str | None = None, ssh_config: Path | None = None) -> Engine:
+    """The engine a command acts on: --host, else the box's own host, else the default host."""
+    from devbox import hosts
     from devbox.engine import Engine
 
-    return Engine.connect(ctx.obj.get("host"))
+    return Engine.connect(hosts.resolve(host, box=box), ssh_config=ssh_config)
 
 
 def _identity(path: str | None) -> Identity:
@@ -62,6 +64,17 @@ def _ssh_config_opt(f):
     )(f)
 
 
+def _host_opt(f):
+    return click.option(
+        "--host",
+        "host",
+        envvar="DEVBOX_HOST",
+        metavar="NAME",
+        help="Host to act on (`devbox host ls`; `local` is this machine's engine) "
+        "[default: the box's host, else the default host].",
+    )(f)
+
+
 def _timeout_opt(f):
     return click.option(
         "--timeout", type=float, default=READY_TIMEOUT_S, show_default=True, help="Seconds to wait for sshd."
@@ -69,19 +82,15 @@ def _timeout_opt(f):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--host", envvar="DEVBOX_DOCKER_HOST", help="Docker engine URL [default: DOCKER_HOST or local]."
-)
 @click.version_option(package_name="devbox")
-@click.pass_context
-def cli(ctx: click.Context, host: str | None) -> None:
+def cli() -> None:
     """Private, SSH-reachable dev containers on shared GPU servers.
 
     \b
-      devbox up mybox --gpus 0,1 --mount ~/data:/workspace/data
-      ssh devbox-mybox            # or: devbox ssh mybox, devbox code mybox
+      devbox host add gpu1 gpu1.lab      # a server from your ~/.ssh/config
+      devbox up mybox --host gpu1 --gpus 0,1 --mount ~/data:/workspace/data
+      ssh devbox-mybox                   # or: devbox ssh mybox, devbox code mybox
     """
-    ctx.obj = {"host": host}
 
 
 @cli.command()
@@ -111,6 +120,14 @@ def cli(ctx: click.Context, host: str | None) -> None:
     help="Your private key to log in with [default: devbox's own ed25519 key].",
 )
 @click.option("--keep-on-failure", is_flag=True, help="Leave a box that failed to start, for debugging.")
+@click.option(
+    "--host",
+    "host",
+    envvar="DEVBOX_HOST",
+    metavar="NAME",
+    help="Host to create the box on, or `auto` (with --gpu-count/--gpus all) for the one with free GPUs "
+    "[default: the default host].",
+)
 @_timeout_opt
 @_ssh_config_opt
 @click.pass_context
@@ -130,13 +147,17 @@ def up(
     no_sudo: bool,
     identity: str | None,
     keep_on_failure: bool,
+    host: str | None,
     timeout: float,
     ssh_config: Path | None,
 ) -> None:
     """Create (or start) a box and wait until you can log in. NAME defaults to this directory's name."""
-    from devbox import boxes, spec
+    from functools import partial
 
-    box_spec = spec.from_flags(
+    from devbox import boxes, hosts, spec
+
+    make_spec = partial(
+        spec.from_flags,
         name=name,
         image=image,
         gpus_text=gpus_text,
@@ -150,26 +171,51 @@ def up(
         workdir=workdir,
         sudo=not no_sudo,
     )
+    # Every flag is checked before anything is created or any host is asked.
+    box_name = make_spec(facts=spec.HostFacts.unchecked()).name
+    target = None if host == hosts.AUTO else hosts.resolve(host, box=box_name if host is None else None)
+    if target is not None and target.is_local:
+        make_spec(facts=spec.HostFacts.local())
     ident = _identity(identity)
-    engine = _engine(ctx)
     err = _console(stderr=True)
-    with err.status(f"Bringing up {box_spec.name}…") as status:
+    options = {
+        "given": _given_options(ctx),
+        "keep_on_failure": keep_on_failure,
+        "ssh_config": ssh_config,
+        "timeout": timeout,
+    }
+    with err.status(f"Bringing up {box_name}…") as status:
 
         def progress(line: str) -> None:
-            if line.startswith(("Step ", "Building the devbox layer", "devbox:", "Keeping")):
+            if line.startswith(("Step ", "Building the devbox layer", "devbox:", "Keeping", "Trying")):
                 err.print(f"[dim]{escape(line)}[/dim]")
-            status.update(f"{box_spec.name}: {escape(line[:100])}")
+            status.update(f"{box_name}: {escape(line[:100])}")
 
-        result = boxes.up(
-            engine,
-            box_spec,
-            ident,
-            given=_given_options(ctx),
-            keep_on_failure=keep_on_failure,
-            ssh_config=ssh_config,
-            progress=progress,
-            timeout=timeout,
-        )
+        if target is None:
+            from devbox import placement
+
+            placed = placement.up_anywhere(
+                hosts.listed(hosts.load()),
+                lambda facts: make_spec(facts=facts),
+                ident,
+                progress=progress,
+                **options,
+            )
+            result = placed.result
+            err.print(f"Placed on [bold]{placed.host.name}[/bold]: {placed.why}")
+            for line in placed.skipped:
+                err.print(f"[dim]skipped {escape(line)}[/dim]")
+        else:
+            from devbox.engine import Engine
+
+            engine = Engine.connect(target, ssh_config=ssh_config)
+            result = boxes.up(
+                engine,
+                make_spec(facts=engine.facts()),
+                ident,
+                progress=progress,
+                **options,  # type: ignore[arg-type]
+            )
     _report_up(result)
 
 
@@ -203,9 +249,10 @@ def _report_up(result) -> None:
     out = _console()
     verb = "Created" if result.created else "Ready"
     gpus = ",".join(box.gpus) or "none"
+    where = "127.0.0.1" if box.host == "local" else f"{box.host}'s 127.0.0.1"
     out.print(
         f"{verb} [bold]{escape(box.name)}[/bold]: user {box.user} (uid {box.uid}), GPUs {gpus}, "
-        f"ssh on 127.0.0.1:{box.port}"
+        f"ssh on {where}:{box.port}"
     )
     _report_include(result.ssh)
     if result.vscode and result.vscode.manual_snippet:
@@ -219,28 +266,35 @@ def _report_up(result) -> None:
 
 
 @cli.command("ls")
-@click.option("--all", "all_owners", is_flag=True, help="Show every user's boxes on this engine.")
+@click.option("--all", "all_owners", is_flag=True, help="Show every user's boxes, not just yours.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_context
-def ls_cmd(ctx: click.Context, all_owners: bool, as_json: bool) -> None:
-    """List boxes."""
-    from devbox import boxes
-    from devbox.users import owner_name
+@_host_opt
+def ls_cmd(all_owners: bool, as_json: bool, host: str | None) -> None:
+    """List boxes on every host (or on --host NAME); a host that does not answer is one row."""
+    from devbox import boxes, hosts
 
-    found = boxes.list_boxes(_engine(ctx), None if all_owners else owner_name())
+    listing = boxes.list_hosts(hosts.targets(host), all_owners=all_owners)
+    found = [b for r in listing for b in (r.value or [])]
+    down = [r for r in listing if r.error is not None]
     if as_json:
         click.echo(json.dumps([b.to_json() for b in found], indent=2))
+        for r in down:
+            _console(stderr=True).print(
+                f"[yellow]{r.host.name}: unreachable ({escape(r.error or '')})[/yellow]"
+            )
         return
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for col in ("NAME", "OWNER", "STATUS", "USER", "GPUS", "SSH", "IMAGE"):
+    for col in ("NAME", "HOST", "OWNER", "STATUS", "USER", "GPUS", "SSH", "IMAGE"):
         table.add_column(col)
     for b in found:
         table.add_row(
-            b.name, b.owner, b.status, b.user, ",".join(b.gpus) or "-", f"127.0.0.1:{b.port}", b.image
+            b.name, b.host, b.owner, b.status, b.user, ",".join(b.gpus) or "-", f"127.0.0.1:{b.port}", b.image
         )
-    if found:
+    for r in down:
+        table.add_row("-", r.host.name, "-", f"unreachable ({r.error})", "-", "-", "-", "-")
+    if found or down:
         _console().print(table)
     else:
         _console().print("No boxes. Create one with: devbox up NAME")
@@ -249,16 +303,16 @@ def ls_cmd(ctx: click.Context, all_owners: bool, as_json: bool) -> None:
 @cli.command(context_settings={"ignore_unknown_options": True}, short_help="Shell or command in a box.")
 @click.argument("name")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@_host_opt
 @_ssh_config_opt
-@click.pass_context
-def ssh(ctx: click.Context, name: str, command: tuple[str, ...], ssh_config: Path | None) -> None:
+def ssh(name: str, command: tuple[str, ...], host: str | None, ssh_config: Path | None) -> None:
     """Open a shell in a box, or run COMMAND there: `devbox ssh NAME -- CMD ARG...`.
 
     Several words run as that exact argv; a single word is a shell command line ('echo $HOME').
     """
     from devbox import boxes, sshconfig
 
-    box = boxes.get_box(_engine(ctx), name)
+    box = boxes.get_box(_engine(host, box=name, ssh_config=ssh_config), name)
     if not box.running:
         raise DevboxError(f"box {name!r} is {box.status}", f"start it with `devbox start {name}`")
     if shutil.which("ssh") is None:
@@ -276,23 +330,23 @@ def _exec(argv: list[str]) -> NoReturn:
 
 @cli.command(help="Stop a box (its GPUs become free; files in home stay).")
 @click.argument("name")
-@click.pass_context
-def stop(ctx: click.Context, name: str) -> None:
+@_host_opt
+def stop(name: str, host: str | None) -> None:
     from devbox import boxes
 
-    _console().print(f"{name}: {boxes.stop(_engine(ctx), name).status}")
+    _console().print(f"{name}: {boxes.stop(_engine(host, box=name), name).status}")
 
 
 @cli.command(help="Start a stopped box and wait until you can log in.")
 @click.argument("name")
 @click.option("--share-gpus", is_flag=True, help="Start even if another running box holds its GPUs.")
+@_host_opt
 @_timeout_opt
 @_ssh_config_opt
-@click.pass_context
-def start(ctx: click.Context, name: str, share_gpus: bool, timeout: float, ssh_config: Path | None) -> None:
+def start(name: str, share_gpus: bool, host: str | None, timeout: float, ssh_config: Path | None) -> None:
     from devbox import boxes
 
-    engine = _engine(ctx)
+    engine = _engine(host, box=name, ssh_config=ssh_config)
     with _console(stderr=True).status(f"Starting {name}…"):
         box = boxes.start(engine, name, share_gpus=share_gpus, ssh_config=ssh_config, timeout=timeout)
     _console().print(f"{name}: {box.status}")
@@ -300,13 +354,13 @@ def start(ctx: click.Context, name: str, share_gpus: bool, timeout: float, ssh_c
 
 @cli.command(help="Restart a box in place (it keeps its GPUs) and wait until you can log in.")
 @click.argument("name")
+@_host_opt
 @_timeout_opt
 @_ssh_config_opt
-@click.pass_context
-def restart(ctx: click.Context, name: str, timeout: float, ssh_config: Path | None) -> None:
+def restart(name: str, host: str | None, timeout: float, ssh_config: Path | None) -> None:
     from devbox import boxes
 
-    engine = _engine(ctx)
+    engine = _engine(host, box=name, ssh_config=ssh_config)
     with _console(stderr=True).status(f"Restarting {name}…"):
         box = boxes.restart(engine, name, ssh_config=ssh_config, timeout=timeout)
     _console().print(f"{name}: {box.status}")
@@ -315,33 +369,39 @@ def restart(ctx: click.Context, name: str, timeout: float, ssh_config: Path | No
 @cli.command(short_help="Remove a box (keeps its home unless --purge).")
 @click.argument("name")
 @click.option("--purge", is_flag=True, help="Also delete the box's home volume.")
+@_host_opt
 @_ssh_config_opt
-@click.pass_context
-def rm(ctx: click.Context, name: str, purge: bool, ssh_config: Path | None) -> None:
+def rm(name: str, purge: bool, host: str | None, ssh_config: Path | None) -> None:
     """Remove a box. Its home volume is kept (a later `up` gets it back) unless --purge."""
     from devbox import boxes
 
-    box = boxes.rm(_engine(ctx), name, purge=purge, ssh_config=ssh_config)
+    box = boxes.rm(_engine(host, box=name, ssh_config=ssh_config), name, purge=purge, ssh_config=ssh_config)
     kept = "" if purge else f" (home volume {box.volume} kept; --purge deletes it)"
     _console().print(f"Removed {name}{kept}")
 
 
 @cli.command("ssh-config", short_help="Print a box's ssh config block, or re-sync all.")
 @click.argument("name", required=False)
+@_host_opt
 @_ssh_config_opt
-@click.pass_context
-def ssh_config_cmd(ctx: click.Context, name: str | None, ssh_config: Path | None) -> None:
-    """Print NAME's OpenSSH block, or (no NAME) re-sync every block from Docker's labels."""
-    from devbox import boxes, sshconfig
+def ssh_config_cmd(name: str | None, host: str | None, ssh_config: Path | None) -> None:
+    """Print NAME's OpenSSH block, or (no NAME) re-sync every block from Docker's labels on each host."""
+    from devbox import boxes, hosts, sshconfig
 
-    engine = _engine(ctx)
     if name:
-        box = boxes.get_box(engine, name)
+        box = boxes.get_box(_engine(host, box=name, ssh_config=ssh_config), name)
         click.echo(sshconfig.render_block(boxes.ssh_entry(box), sshconfig.control_dir()), nl=False)
         return
-    result, synced = boxes.sync_ssh(engine, ssh_config)
-    _console().print(f"{len(synced)} box(es) in {sshconfig.managed_config_path()}")
-    _report_include(result)
+    synced = boxes.sync_hosts(hosts.targets(host), ssh_config)
+    count = sum(len(r.value[1]) for r in synced if r.value)
+    _console().print(f"{count} box(es) in {sshconfig.managed_config_path()}")
+    for r in synced:
+        if r.value:
+            _report_include(r.value[0])
+        else:
+            _console(stderr=True).print(
+                f"[yellow]{r.host.name}: unreachable ({escape(r.error or '')}); its entries are kept[/yellow]"
+            )
 
 
 def _report_include(result) -> None:
@@ -354,35 +414,55 @@ def _report_include(result) -> None:
 @cli.command(short_help="Open VS Code Remote-SSH on a box.")
 @click.argument("name")
 @click.argument("path", required=False)
-@click.pass_context
-def code(ctx: click.Context, name: str, path: str | None) -> None:
+@_host_opt
+def code(name: str, path: str | None, host: str | None) -> None:
     """Open VS Code (Remote-SSH) on a box, at PATH or the box's workdir."""
     from devbox import boxes, vscode
 
-    box = boxes.get_box(_engine(ctx), name)
+    box = boxes.get_box(_engine(host, box=name), name)
     target = path or box.workdir
     argv = vscode.code_command(box.alias, target)
     if shutil.which("code") is None:
         _console().print(
-            f"VS Code's `code` command is not on PATH. Run: {' '.join(argv)}\n"
+            f"VS Code's `code` command is not on PATH. Run: {shlex.join(argv)}\n"
             f"or open: {vscode.code_uri(box.alias, target)}"
         )
         return
     sys.exit(subprocess.run(argv).returncode)
 
 
-@cli.command("gpus", short_help="The host's GPUs and which box holds each.")
+@cli.command("gpus", short_help="A host's GPUs and which box holds each.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.pass_context
-def gpus_cmd(ctx: click.Context, as_json: bool) -> None:
-    """The engine host's GPUs: memory, utilization, and which box (owner/name) holds each."""
-    from devbox import allocation, gpus
+@click.option("--all-hosts", is_flag=True, help="Every configured host, not just one.")
+@_host_opt
+def gpus_cmd(as_json: bool, all_hosts: bool, host: str | None) -> None:
+    """A host's GPUs: memory, utilization, and which box (owner/name) holds each."""
+    from devbox import allocation, hosts
 
-    report = allocation.report(_engine(ctx))
-    if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
+    if not all_hosts:
+        report = allocation.report(_engine(host))
+        if as_json:
+            click.echo(json.dumps(report.to_json(), indent=2))
+        else:
+            _print_gpus(report)
         return
+    results = hosts.across(hosts.listed(hosts.load()), allocation.report, timeout=hosts.FLEET_TIMEOUT_S)
+    if as_json:
+        data = {r.host.name: r.value.to_json() if r.value else {"error": r.error} for r in results}
+        click.echo(json.dumps(data, indent=2))
+        return
+    for r in results:
+        _console().print(f"[bold]{r.host.name}[/bold]")
+        if r.value:
+            _print_gpus(r.value)
+        else:
+            _console().print(f"  unreachable ({escape(r.error or '')})")
+
+
+def _print_gpus(report) -> None:
     from rich.table import Table
+
+    from devbox import gpus
 
     table = Table(box=None, header_style="bold")
     for col in ("GPU", "NAME", "MEMORY", "UTIL", "HELD BY", "PROCESSES", "UUID"):
@@ -406,6 +486,134 @@ def gpus_cmd(ctx: click.Context, as_json: bool) -> None:
         )
     elif report.docker_gpus is None:
         out.print("[dim]Could not tell whether Docker can pass GPUs to containers.[/dim]")
+
+
+# ---------------------------------------------------------------- hosts
+
+
+@cli.group("host")
+def host_group() -> None:
+    """The GPU servers devbox manages boxes on, reached with your own ssh config."""
+
+
+@host_group.command("add")
+@click.argument("name")
+@click.argument("destination")
+@click.option("--docker-socket", default="", help="Docker's socket on the server [default: its DOCKER_HOST].")
+@click.option("--default", "make_default", is_flag=True, help="Make it the default host.")
+@_ssh_config_opt
+def host_add(
+    name: str, destination: str, docker_socket: str, make_default: bool, ssh_config: Path | None
+) -> None:
+    """Add server NAME, reached as DESTINATION: an alias from ~/.ssh/config, or user@host[:port]."""
+    from devbox import hostcheck, hosts
+
+    host = hosts.add(name, destination, docker_socket, make_default)
+    _console().print(
+        f"Added host [bold]{name}[/bold] ({escape(destination)})" + (", the default" if make_default else "")
+    )
+    _print_checks(hostcheck.check(host, ssh_config))
+
+
+@host_group.command("ls")
+def host_ls() -> None:
+    """The configured hosts (no connection is made)."""
+    from devbox import hosts
+
+    config = hosts.load()
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("NAME", "SSH", "DOCKER SOCKET", "DEFAULT"):
+        table.add_column(col)
+    for h in [hosts.LOCAL_HOST, *config.hosts]:
+        dest = h.destination or "(this machine: DOCKER_HOST)"
+        table.add_row(h.name, dest, h.docker_socket or "-", "yes" if h.name == config.default else "")
+    _console().print(table)
+
+
+@host_group.command("rm")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Forget it even though you have boxes there.")
+def host_rm(name: str, force: bool) -> None:
+    """Forget host NAME. Boxes there keep running, and their ssh entries keep working."""
+    from devbox import hosts
+
+    host = hosts.load().get(name)
+    mine = hosts.boxes_recorded_on(host)
+    if mine and not force:
+        raise DevboxError(
+            f"you have boxes on {name}: {', '.join(mine)}",
+            f"`devbox rm` them first, or `devbox host rm {name} --force` to forget the host anyway",
+        )
+    hosts.remove(name)
+    from devbox.tunnel import Tunnel
+
+    Tunnel.for_host(host.name, host.ssh_target).close()
+    _console().print(f"Removed host {name}")
+
+
+@host_group.command("default")
+@click.argument("name")
+def host_default(name: str) -> None:
+    """Make NAME (or `local`) the host commands use when --host is not given."""
+    from devbox import hosts
+
+    hosts.set_default(name)
+    _console().print(f"Default host: {name}")
+
+
+@host_group.command("check")
+@click.argument("name", required=False)
+@_ssh_config_opt
+def host_check(name: str | None, ssh_config: Path | None) -> None:
+    """Host health: ssh, Docker, NVIDIA runtime, GPUs, free disk; one line each, exit 1 on a failure."""
+    from devbox import hostcheck, hosts
+
+    config = hosts.load()
+    targets = [config.get(name)] if name else hosts.listed(config)
+    failed = False
+    for host in targets:
+        if len(targets) > 1:
+            _console().print(f"[bold]{host.name}[/bold]")
+        failed |= _print_checks(hostcheck.check(host, ssh_config))
+    if failed:
+        sys.exit(1)
+
+
+def _print_checks(checks) -> bool:
+    """One line per check; True when one failed."""
+    marks = {"ok": "[green]ok  [/green]", "warn": "[yellow]warn[/yellow]", "fail": "[red]FAIL[/red]"}
+    out = _console()
+    for c in checks:
+        fix = f" [dim]— {escape(c.fix)}[/dim]" if c.fix else ""
+        out.print(f"{marks[c.status]} {c.what:15} {escape(c.detail)}{fix}")
+    return any(c.status == "fail" for c in checks)
+
+
+@host_group.command("trust")
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Record the key without asking.")
+@_ssh_config_opt
+def host_trust(name: str, yes: bool, ssh_config: Path | None) -> None:
+    """Show NAME's ssh host key and record it in your known_hosts once you confirm it."""
+    from devbox import hostcheck, hosts
+
+    def confirm(fingerprints: list[str]) -> bool:
+        _console().print(f"{name}'s host key: " + ", ".join(fingerprints))
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise DevboxError(
+                "not recording an unconfirmed host key", f"check it, then `devbox host trust {name} --yes`"
+            )
+        return click.confirm("Is this the server's key (ask its admin if unsure)?", default=False)
+
+    result = hostcheck.trust(hosts.load().get(name), confirm, ssh_config)
+    if result.recorded_in is None:
+        _console().print(f"{name}'s host key is already in your known_hosts")
+    else:
+        _console().print(f"Recorded in {result.recorded_in}")
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

@@ -25,3 +25,7 @@ class UsageError(DevboxError):
 
 class NotFoundError(DevboxError):
     """A box, image or host that does not exist."""
+
+
+class GpuBusyError(DevboxError):
+    """The GPUs a box needs are held by other boxes: placement moves on to the next host."""

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from devbox.errors import DevboxError, UsageError
+from devbox.errors import DevboxError, GpuBusyError, UsageError
 
 QUERY_GPU_ARGS = [
     "nvidia-smi",
@@ -389,7 +389,7 @@ def pick_free(inventory: Inventory, held: Mapping[str, str], count: int) -> tupl
         raise ValueError("count must be at least 1")
     free = [] if ALL in held else [g for g in inventory.gpus if str(g.index) not in held]
     if len(free) < count:
-        raise DevboxError(
+        raise GpuBusyError(
             f"--gpu-count {count}: only {len(free)} of {len(inventory.gpus)} GPUs are free"
             + (f" ({_holders_text(held)})" if held else ""),
             "wait for a GPU, pick GPUs with --gpus, or use --share-gpus",
@@ -407,14 +407,14 @@ def find_conflicts(wanted: Sequence[str], held: Mapping[str, str]) -> dict[str, 
     return {i: held[i] for i in wanted if i in held}
 
 
-def conflict_error(conflicts: Mapping[str, str]) -> DevboxError:
+def conflict_error(conflicts: Mapping[str, str]) -> GpuBusyError:
     """The refusal for a box whose GPUs are taken, naming who holds them."""
     if len(conflicts) == 1:
         ((gpu, holder),) = conflicts.items()
         message = f"GPU {gpu} is in use by {holder}"
     else:
         message = f"GPUs {', '.join(conflicts)} are in use ({_holders_text(conflicts)})"
-    return DevboxError(message, CONFLICT_HINT)
+    return GpuBusyError(message, CONFLICT_HINT)
 
 
 def _holders_text(held: Mapping[str, str]) -> str:

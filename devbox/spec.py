@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,25 @@ class Mount:
 
     def __str__(self) -> str:
         return f"{self.source}:{self.target}:{'ro' if self.read_only else 'rw'}"
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What a spec needs from the host the box goes on: its login, home and file system."""
+
+    user: LoginUser
+    home: str  # the login's home there, for `~` in mount sources
+    exists: Callable[[str], bool] | None = os.path.exists  # None: mount sources are checked later
+    where: str = ""  # " on gpu1", for messages about a remote host
+
+    @classmethod
+    def local(cls) -> HostFacts:
+        return cls(local_user(), os.path.expanduser("~"))
+
+    @classmethod
+    def unchecked(cls) -> HostFacts:
+        """For validating flags before the host is known: nothing is looked up on any host."""
+        return cls(local_user(), "/", exists=None)
 
 
 @dataclass(frozen=True)
@@ -83,23 +102,30 @@ def default_name(cwd: Path | None = None) -> str:
     return name or "box"
 
 
-def parse_mount(text: str) -> Mount:
+def parse_mount(text: str, facts: HostFacts | None = None) -> Mount:
+    """SRC:DST[:ro|rw]; `~` in SRC is the home of the login on the box's host, where SRC must exist."""
+    facts = facts or HostFacts.local()
     parts = text.split(":")
     mode = "rw"
     if len(parts) == 3 and parts[2] in ("ro", "rw"):
         mode = parts.pop()
     if len(parts) != 2 or not parts[0] or not parts[1]:
         raise UsageError(f"invalid --mount {text!r}", "use SRC:DST[:ro|rw], e.g. ~/data:/workspace/data:ro")
-    source = os.path.expanduser(parts[0])
+    source = parts[0]
+    if source == "~" or source.startswith("~/"):
+        source = os.path.join(facts.home, source[2:])
     if not os.path.isabs(source):
         raise UsageError(
             f"mount source {parts[0]!r} is not an absolute path", "use an absolute path or ~/..."
         )
-    if not os.path.exists(source):
-        raise UsageError(f"mount source {source} does not exist", "create it first or fix the path")
     if not parts[1].startswith("/"):
         raise UsageError(f"mount target {parts[1]!r} is not an absolute path", "e.g. /workspace/data")
-    return Mount(os.path.normpath(source), os.path.normpath(parts[1]), mode == "ro")
+    source = os.path.normpath(source)
+    if facts.exists is not None and not facts.exists(source):
+        raise UsageError(
+            f"mount source {source} does not exist{facts.where}", "create it first or fix the path"
+        )
+    return Mount(source, os.path.normpath(parts[1]), mode == "ro")
 
 
 def parse_env(text: str) -> tuple[str, str]:
@@ -147,6 +173,7 @@ def from_flags(
     workdir: str | None = None,
     sudo: bool = True,
     cwd: Path | None = None,
+    facts: HostFacts | None = None,
 ) -> BoxSpec:
     """Validate what a front end collected (CLI flags, TUI form) into a BoxSpec; UsageError on bad input."""
     if gpus_text is not None and gpu_count is not None:
@@ -157,8 +184,9 @@ def from_flags(
         selection = gpus.parse_selection(gpus_text or "none")
     if workdir is not None and not workdir.startswith("/"):
         raise UsageError(f"--workdir {workdir!r} is not an absolute path", "e.g. /workspace")
-    user = local_user()
-    parsed_mounts = tuple(parse_mount(m) for m in mounts)
+    facts = facts or HostFacts.local()
+    user = facts.user
+    parsed_mounts = tuple(parse_mount(m, facts) for m in mounts)
     _check_mount_targets(parsed_mounts, f"/home/{user.name}")
     return BoxSpec(
         name=validate_name(name) if name else default_name(cwd),

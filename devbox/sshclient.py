@@ -27,6 +27,7 @@ class Target:
     port: int
     user: str
     host: str = "127.0.0.1"
+    proxy: str | None = None  # a command that connects to host:port (through a server's ssh master)
 
 
 def connect(target: Target, identity: Identity, timeout: float = 10.0) -> paramiko.SSHClient:
@@ -43,9 +44,11 @@ def connect(target: Target, identity: Identity, timeout: float = 10.0) -> parami
         hostname, keytype, paramiko.PKey.from_type_string(keytype, base64.b64decode(blob))
     )
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    sock = paramiko.ProxyCommand(target.proxy) if target.proxy else None
     try:
         client.connect(
             target.host,
+            sock=sock,
             port=target.port,
             username=target.user,
             **_auth_args(identity),
@@ -55,6 +58,8 @@ def connect(target: Target, identity: Identity, timeout: float = 10.0) -> parami
         )
     except BaseException:
         client.close()
+        if sock is not None:
+            sock.close()
         raise
     return client
 

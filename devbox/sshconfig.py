@@ -13,7 +13,7 @@ import fnmatch
 import os
 import pwd
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -35,6 +35,7 @@ _CONTROL_SUFFIX_LEN = len("/") + 40 + 17
 _ALIAS_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
 _USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9_.:-]+")
+_JUMP_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@:\[\]-]*")
 _KEYWORD_RE = re.compile(r"[ \t]*([^ \t=]+)[ \t]*(?:=[ \t]*)?(.*)")
 _NEEDS_QUOTES = frozenset(" \t\"'\\#")
 
@@ -49,6 +50,7 @@ class HostEntry:
     identity_file: Path
     known_hosts: Path
     hostname: str = "127.0.0.1"
+    proxy_jump: str = ""  # the server's ssh destination, for boxes on a remote host
 
     def __post_init__(self) -> None:
         if not _ALIAS_RE.fullmatch(self.alias):
@@ -59,6 +61,8 @@ class HostEntry:
             raise ValueError(f"invalid ssh user {self.user!r}")
         if not _HOSTNAME_RE.fullmatch(self.hostname):
             raise ValueError(f"invalid hostname {self.hostname!r}")
+        if self.proxy_jump and not _JUMP_RE.fullmatch(self.proxy_jump):
+            raise ValueError(f"invalid ProxyJump {self.proxy_jump!r}")
         for path in (self.identity_file, self.known_hosts):
             # OpenSSH resolves relative paths and `~` its own way (against the passwd home).
             if not Path(path).is_absolute():
@@ -117,17 +121,22 @@ def include_line(target: Path | None = None) -> str:
 
 def render_block(entry: HostEntry, control_dir: Path) -> str:
     """The `Host` block for one box, every path absolute, ending in a newline."""
+    # A remote box's sshd listens on the server's 127.0.0.1: one hop through the server's own
+    # ssh destination, which the user's config (bastions included) knows how to reach.
+    jump = [("ProxyJump", entry.proxy_jump)] if entry.proxy_jump else []
     options = [
         ("HostName", entry.hostname),
         ("Port", str(entry.port)),
+        *jump,
         ("User", entry.user),
-        ("IdentityFile", _path_value(entry.identity_file)),
+        ("IdentityFile", option_value(entry.identity_file)),
         ("IdentitiesOnly", "yes"),
         # Pins the key under the alias, not "[127.0.0.1]:port", which another box may reuse later.
         ("HostKeyAlias", entry.alias),
-        ("UserKnownHostsFile", _path_value(entry.known_hosts)),
+        ("UserKnownHostsFile", option_value(entry.known_hosts)),
         ("StrictHostKeyChecking", "yes"),
         ("CheckHostIP", "no"),
+        ("ConnectTimeout", "15"),
         ("ServerAliveInterval", "30"),
         ("ServerAliveCountMax", "4"),
         ("ControlMaster", "auto"),
@@ -174,14 +183,23 @@ def remove(alias: str, *, user_config: Path | None = None) -> bool:
 
 
 def sync(
-    entries: Iterable[HostEntry], prefix: str | None = None, *, user_config: Path | None = None
+    entries: Iterable[HostEntry],
+    prefix: str | None = None,
+    *,
+    scope: Callable[[HostEntry], bool] | None = None,
+    user_config: Path | None = None,
 ) -> IncludeResult:
-    """Make our file hold exactly `entries`.
+    """Make our file hold `entries` in place of the blocks in scope (all, by default).
 
-    With `prefix`, only blocks whose alias starts with it are replaced; others are kept.
+    `prefix` limits the scope to aliases starting with it; `scope` to the blocks it accepts (one
+    host's boxes: a host that did not answer keeps its blocks).
     """
     with _locked():
-        kept = [] if prefix is None else [e for e in read_entries() if not e.alias.startswith(prefix)]
+        kept = [
+            e
+            for e in read_entries()
+            if (prefix is not None and not e.alias.startswith(prefix)) or (scope is not None and not scope(e))
+        ]
         by_alias = {e.alias: e for e in [*kept, *entries]}
         _write_managed(by_alias.values())
         return _ensure_include_locked(user_config_path(user_config))
@@ -206,10 +224,17 @@ def ssh_command(alias: str, *, user_config: Path | None = None) -> list[str]:
         text = ""
     if not config_includes(text):
         return ["ssh", "-F", str(managed_config_path()), alias]
-    # ssh finds ~/.ssh/config through the passwd database, not $HOME; name it when they differ.
-    if path == _passwd_home() / ".ssh" / "config":
-        return ["ssh", alias]
-    return ["ssh", "-F", str(path), alias]
+    config = ssh_config_arg(user_config)
+    return ["ssh", *(["-F", str(config)] if config else []), alias]
+
+
+def ssh_config_arg(user_config: Path | None = None) -> Path | None:
+    """The user's ssh config as `ssh -F` must be told it; None when ssh finds it by itself
+    (ssh looks in the password database's home, not $HOME) or it does not exist."""
+    path = user_config_path(user_config)
+    if path == _passwd_home() / ".ssh" / "config" or not path.exists():
+        return None
+    return path
 
 
 def config_includes(text: str, target: Path | None = None) -> bool:
@@ -283,6 +308,7 @@ def _entry_from_options(alias: str, options: dict[str, str]) -> HostEntry | None
             identity_file=Path(_unescape_percent(options["identityfile"])),
             known_hosts=Path(_unescape_percent(options["userknownhostsfile"])),
             hostname=options["hostname"],
+            proxy_jump=options.get("proxyjump", ""),
         )
     except (KeyError, ValueError):
         return None
@@ -424,7 +450,8 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _path_value(path: Path) -> str:
+def option_value(path: Path) -> str:
+    """A path as an ssh option value (config line or `-o`): quoted where needed, `%` escaped."""
     return _quote(_escape_percent(str(path)))
 
 

@@ -7,6 +7,8 @@ import pwd
 import re
 from dataclasses import dataclass
 
+_LOGIN_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+
 
 @dataclass(frozen=True)
 class LoginUser:
@@ -16,22 +18,24 @@ class LoginUser:
 
 
 def owner_name() -> str:
-    """Who owns a box on a shared engine: the local account name."""
+    """Who owns a box on the local engine: the local account name."""
     try:
         return pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
         return f"uid{os.getuid()}"
 
 
-def local_user() -> LoginUser:
-    """The login user mirrors the person running devbox, so files on mounts stay theirs.
+def box_user(name: str, uid: int, gid: int) -> LoginUser:
+    """The box's login user for an account on the engine's host, so files on mounts stay theirs.
 
-    Root gets an ordinary `dev` user (UID/GID 1000): the box never allows root logins.
+    Root gets an ordinary `dev` user (UID/GID 1000): the box never allows root logins. Names a
+    box's passwd cannot hold become `dev`, keeping the UID/GID.
     """
-    uid, gid = os.getuid(), os.getgid()
     if uid == 0:
         return LoginUser("dev", 1000, 1000)
-    name = owner_name()
-    if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", name):
-        name = "dev"
-    return LoginUser(name, uid, gid)
+    return LoginUser(name if _LOGIN_RE.fullmatch(name) else "dev", uid, gid)
+
+
+def local_user() -> LoginUser:
+    """The login user for a box on this machine's engine: the person running devbox."""
+    return box_user(owner_name(), os.getuid(), os.getgid())

@@ -119,10 +119,22 @@ def test_commands_without_a_reachable_engine_exit_1_naming_it(home: Path, args: 
     assert proc.stdout == ""
 
 
-def test_host_flag_names_the_engine_it_could_not_reach(home: Path) -> None:
-    proc = devbox(home, "--host", "unix:///elsewhere.sock", "ls")
+def test_unknown_host_name_is_one_line_listing_the_known_ones(home: Path) -> None:
+    proc = devbox(home, "ls", "--host", "gpu9")
     assert proc.returncode == 1
-    assert "cannot reach the Docker engine at unix:///elsewhere.sock" in one_error_line(proc)
+    line = one_error_line(proc)
+    assert "no host named 'gpu9' (known: local)" in line
+    assert "devbox host add" in line
+
+
+@pytest.mark.parametrize("url", ["ssh://me@gpu1", "tcp://10.0.0.1:2375"])
+def test_a_docker_host_that_is_not_a_local_socket_points_at_host_add(home: Path, url: str) -> None:
+    env = clean_env(home) | {"DOCKER_HOST": url}
+    proc = subprocess.run([str(DEVBOX), "ls"], capture_output=True, text=True, env=env, cwd=home, timeout=60)
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert f"DOCKER_HOST={url} is not a local engine" in line
+    assert "devbox host add" in line
 
 
 def test_valid_up_gets_as_far_as_the_engine_and_fails_there_with_exit_1(home: Path) -> None:

@@ -387,6 +387,7 @@ def test_render_block_writes_every_option_with_absolute_paths(home: Path) -> Non
         f"    UserKnownHostsFile {home}/.config/devbox/known_hosts\n"
         "    StrictHostKeyChecking yes\n"
         "    CheckHostIP no\n"
+        "    ConnectTimeout 15\n"
         "    ServerAliveInterval 30\n"
         "    ServerAliveCountMax 4\n"
         "    ControlMaster auto\n"

@@ -1,0 +1,338 @@
+"""Hosts: the GPU servers devbox drives, by name, and which one a command means.
+
+A host is a short name (`gpu1`) for an OpenSSH destination: an alias from the user's ssh config,
+or `user@host[:port]`. The user's ssh config stays the truth about *how* to reach the server
+(ProxyJump, IdentityFile, ports, known_hosts); devbox stores only the name and destination, in
+`hosts.yaml` in its config dir. `local` is this machine's engine (DOCKER_HOST), the default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from devbox import files, paths, sshconfig
+from devbox.errors import DevboxError, NotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from devbox.engine import Engine
+
+LOCAL = "local"
+AUTO = "auto"  # `up --host auto`: placement picks the host
+HOST_ENV = "DEVBOX_HOST"
+# How long a fleet-wide command waits for the slowest host: a connect timeout plus a few calls.
+FLEET_TIMEOUT_S = 25.0
+_RESERVED = (LOCAL, AUTO, "all")
+
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+# What goes into ssh argv and a ProxyJump line unquoted: no spaces, quotes, leading '-' or '%'.
+_DEST_RE = re.compile(
+    r"(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9_.-]*)@)?"
+    r"(?P<host>[A-Za-z0-9_][A-Za-z0-9_.-]*|\[[0-9A-Fa-f:.]+\])"
+    r"(?::(?P<port>\d{1,5}))?"
+)
+_SOCKET_RE = re.compile(r"/[A-Za-z0-9_./-]+")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Host:
+    """A server devbox manages boxes on; `destination` is empty for the local engine."""
+
+    name: str
+    destination: str = ""
+    docker_socket: str = ""  # on the server; "" = its login's DOCKER_HOST, else /var/run/docker.sock
+
+    @property
+    def is_local(self) -> bool:
+        return not self.destination
+
+    @property
+    def ssh_target(self) -> str:
+        """What `ssh` takes: an alias or user@host as is; with a port, the ssh:// form."""
+        m = _DEST_RE.fullmatch(self.destination)
+        if m is None or m.group("port") is None:
+            return self.destination
+        return f"ssh://{self.destination}"
+
+    @property
+    def jump(self) -> str:
+        """The ProxyJump value that reaches the server: [user@]host[:port] is ProxyJump's own syntax."""
+        return self.destination
+
+
+LOCAL_HOST = Host(LOCAL)
+
+
+@dataclass(frozen=True)
+class HostsConfig:
+    hosts: tuple[Host, ...] = ()
+    default: str = LOCAL
+
+    def get(self, name: str) -> Host:
+        if name == LOCAL:
+            return LOCAL_HOST
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        known = ", ".join([LOCAL, *(h.name for h in self.hosts)])
+        raise NotFoundError(
+            f"no host named {name!r} (known: {known})", "add it with `devbox host add NAME DEST`"
+        )
+
+    def with_host(self, host: Host) -> HostsConfig:
+        return replace(
+            self, hosts=tuple(sorted([*self.without(host.name).hosts, host], key=lambda h: h.name))
+        )
+
+    def without(self, name: str) -> HostsConfig:
+        default = LOCAL if self.default == name else self.default
+        return HostsConfig(tuple(h for h in self.hosts if h.name != name), default)
+
+
+def config_path() -> Path:
+    return paths.config_dir() / "hosts.yaml"
+
+
+def validate_name(name: str) -> str:
+    if not _NAME_RE.fullmatch(name) or name in _RESERVED:
+        raise UsageError(
+            f"invalid host name {name!r}",
+            "use 1-32 lowercase letters, digits and '-'; 'local', 'auto' and 'all' are taken",
+        )
+    return name
+
+
+def validate_destination(dest: str) -> str:
+    m = _DEST_RE.fullmatch(dest)
+    if m is None or (m.group("port") and not 0 < int(m.group("port")) < 65536):
+        raise UsageError(
+            f"invalid ssh destination {dest!r}",
+            "use an alias from your ~/.ssh/config, or user@host[:port]",
+        )
+    return dest
+
+
+def validate_socket(path: str) -> str:
+    if path and not _SOCKET_RE.fullmatch(path):
+        raise UsageError(
+            f"invalid Docker socket path {path!r}", "use an absolute path such as /var/run/docker.sock"
+        )
+    return path
+
+
+# ---------------------------------------------------------------- the file
+
+
+def load() -> HostsConfig:
+    """The configured hosts; an absent file is no hosts. A damaged file is an error naming it."""
+    import yaml
+
+    path = config_path()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        return HostsConfig()
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DevboxError(f"cannot read {path}: {_first_line(exc)}", "fix or delete the file") from None
+    try:
+        hosts = tuple(
+            Host(
+                validate_name(str(name)),
+                validate_destination(str(entry["ssh"])),
+                validate_socket(str(entry.get("docker_socket") or "")),
+            )
+            for name, entry in sorted((raw.get("hosts") or {}).items())
+        )
+        default = str(raw.get("default") or LOCAL)
+    except (AttributeError, KeyError, TypeError, UsageError) as exc:
+        why = exc.message if isinstance(exc, UsageError) else "unexpected layout"
+        raise DevboxError(
+            f"{path} is damaged: {why}", "fix it, or re-add hosts with `devbox host add`"
+        ) from None
+    config = HostsConfig(hosts, default)
+    if default != LOCAL and default not in {h.name for h in hosts}:
+        config = replace(config, default=LOCAL)
+    return config
+
+
+def save(config: HostsConfig) -> None:
+    import yaml
+
+    data: dict[str, object] = {"default": config.default, "hosts": {}}
+    for h in config.hosts:
+        entry = {"ssh": h.destination}
+        if h.docker_socket:
+            entry["docker_socket"] = h.docker_socket
+        data["hosts"][h.name] = entry  # type: ignore[index]
+    path = config_path()
+    text = "# devbox hosts: `devbox host add/rm/default` edit this file.\n" + yaml.safe_dump(
+        data, sort_keys=True
+    )
+    try:
+        paths.ensure_private_dir(path.parent)
+        files.atomic_write(path, text, 0o600)
+    except OSError as exc:
+        raise DevboxError(
+            f"cannot write {path}: {exc.strerror or exc}", "check that the directory is yours"
+        ) from None
+
+
+def update(change: Callable[[HostsConfig], HostsConfig]) -> HostsConfig:
+    """Read, change and write hosts.yaml under its lock, so two devbox runs cannot lose an edit."""
+    path = config_path()
+    try:
+        paths.ensure_private_dir(path.parent)
+    except OSError as exc:
+        raise DevboxError(f"cannot write {path.parent}: {exc.strerror or exc}") from None
+    with files.locked(path):
+        new = change(load())
+        save(new)
+    return new
+
+
+# ---------------------------------------------------------------- which host a command means
+
+
+def resolve(explicit: str | None, *, box: str | None = None) -> Host:
+    """The host a command acts on: --host/DEVBOX_HOST, else the host `box` was created on (devbox's
+    ssh entry for it says), else the configured default, else the local engine."""
+    config = load()
+    if explicit:
+        return config.get(explicit)
+    if box is not None:
+        recorded = box_host(config, box)
+        if recorded is not None:
+            return recorded
+    return config.get(config.default)
+
+
+def box_host(config: HostsConfig, box: str) -> Host | None:
+    """The host of `box` as devbox's ssh config records it (its ProxyJump), if it has an entry."""
+    alias = sshconfig.host_alias(box)
+    for entry in sshconfig.read_entries():
+        if entry.alias == alias:
+            return host_for_jump(config, entry.proxy_jump)
+    return None
+
+
+def host_for_jump(config: HostsConfig, jump: str | None) -> Host | None:
+    if not jump:
+        return LOCAL_HOST
+    return next((h for h in config.hosts if h.jump == jump), None)
+
+
+# ---------------------------------------------------------------- many hosts at once
+
+
+@dataclass(frozen=True)
+class HostResult(Generic[T]):
+    """What one host answered, or why it did not."""
+
+    host: Host
+    value: T | None = None
+    error: str | None = None
+    engine: Engine | None = field(default=None, compare=False)
+
+
+def across(
+    hosts: Iterable[Host],
+    work: Callable[[Engine], T],
+    *,
+    timeout: float = FLEET_TIMEOUT_S,
+    ssh_config: Path | None = None,
+) -> list[HostResult[T]]:
+    """Connect to every host concurrently and run `work` on each; a host that fails or does not
+    finish within `timeout` becomes an error result, and the others are still returned."""
+    from devbox.engine import Engine
+
+    targets = list(hosts)
+    results: list[HostResult[T] | None] = [None] * len(targets)
+
+    def one(i: int, host: Host) -> None:
+        try:
+            engine = Engine.connect(host, ssh_config=ssh_config)
+            results[i] = HostResult(host, value=work(engine), engine=engine)
+        except DevboxError as exc:
+            results[i] = HostResult(host, error=exc.message)
+        except Exception as exc:  # one broken host must not take the listing of the others down
+            results[i] = HostResult(host, error=_first_line(exc) or type(exc).__name__)
+
+    # Daemon threads: a server that never answers must not keep devbox from exiting.
+    threads = [threading.Thread(target=one, args=(i, h), daemon=True) for i, h in enumerate(targets)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return [
+        r or HostResult(h, error=f"no answer within {timeout:g} s")
+        for h, r in zip(targets, results, strict=True)
+    ]
+
+
+def targets(explicit: str | None) -> list[Host]:
+    """The hosts a fleet-wide command (ls, ssh-config) covers: the one named, else all of them."""
+    config = load()
+    return [config.get(explicit)] if explicit else listed(config)
+
+
+def listed(config: HostsConfig) -> list[Host]:
+    """The hosts a fleet-wide command covers: every configured one, and the local engine when it
+    is the default or this machine has one (a laptop without Docker is not 'unreachable')."""
+    wanted = list(config.hosts)
+    local_engine = os.environ.get("DOCKER_HOST") or os.path.exists("/var/run/docker.sock")
+    if not wanted or config.default == LOCAL or local_engine:
+        wanted.insert(0, LOCAL_HOST)
+    return wanted
+
+
+def _first_line(exc: object) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+# ---------------------------------------------------------------- editing the list
+
+
+def add(name: str, destination: str, docker_socket: str = "", make_default: bool = False) -> Host:
+    host = Host(validate_name(name), validate_destination(destination), validate_socket(docker_socket))
+
+    def change(config: HostsConfig) -> HostsConfig:
+        new = config.with_host(host)
+        return replace(new, default=name) if make_default else new
+
+    update(change)
+    return host
+
+
+def remove(name: str) -> Host:
+    """Forget a host (its boxes keep running there, and their ssh entries keep working)."""
+    host = load().get(name)
+    if host.is_local:
+        raise UsageError(
+            "the local engine cannot be removed", "`devbox host default NAME` picks another default"
+        )
+    update(lambda config: config.without(name))
+    return host
+
+
+def set_default(name: str) -> HostsConfig:
+    host = load().get(name)
+    return update(lambda config: replace(config, default=host.name))
+
+
+def boxes_recorded_on(host: Host) -> list[str]:
+    """Names of the boxes devbox's ssh config records on `host`."""
+    prefix = sshconfig.host_alias("")
+    return [
+        e.alias.removeprefix(prefix)
+        for e in sshconfig.read_entries()
+        if e.proxy_jump == host.jump and not host.is_local
+    ]

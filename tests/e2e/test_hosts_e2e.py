@@ -1,0 +1,418 @@
+"""Remote hosts end to end: devbox on a laptop, boxes on GPU servers reached over the user's own ssh.
+
+The "servers" are unprivileged sshds on 127.0.0.1 logging in as devbox-tester2, whose sessions see
+a test engine (gpu1: the first, gpu2: the second dockerd) and a fake nvidia-smi with a different
+GPU count each. The laptop user is devbox-tester with a temporary HOME, an ssh config with Include
+and absolute paths, and no Docker engine of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+from .conftest import User, make_user
+from .servers import LOCALHOST, SilentServer, Sshd, make_client_key, write_client_config
+
+GPU1_COUNT, GPU2_COUNT = 2, 4
+
+
+def server_env(env: dict[str, str], docker_host: str, gpus: int) -> dict[str, str]:
+    return {
+        "DOCKER_HOST": docker_host,
+        "PATH": f"{env['DEVBOX_TEST_GPU_PATH']}:/usr/local/bin:/usr/bin:/bin",
+        "FAKE_NVIDIA_SMI_COUNT": str(gpus),
+    }
+
+
+@pytest.fixture(scope="module")
+def docker_host2() -> str:
+    host = os.environ.get("DEVBOX_TEST_DOCKER_HOST2")
+    if not host:
+        pytest.fail("remote-host tests need DEVBOX_TEST_DOCKER_HOST2: run them through `bash tests/run.sh`")
+    return host
+
+
+@pytest.fixture(scope="module")
+def client2(docker_host2: str) -> Iterator[docker.DockerClient]:
+    c = docker.DockerClient(base_url=docker_host2)
+    yield c
+    for ct in c.containers.list(all=True, filters={"label": "devbox.name"}):
+        ct.remove(force=True)
+    for ct in c.containers.list(all=True, filters={"label": "devbox.lock"}):
+        ct.remove(force=True)
+    for vol in c.volumes.list(filters={"label": "devbox.name"}):
+        vol.remove(force=True)
+    for img in c.images.list(name="devbox-layer"):
+        for tag in img.tags:
+            c.images.remove(tag, force=True)
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def gpu1(env: dict[str, str]) -> Iterator[Sshd]:
+    with Sshd(env["DEVBOX_TEST_USER2"], server_env(env, env["DOCKER_HOST"], GPU1_COUNT)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gpu2(env: dict[str, str], docker_host2: str) -> Iterator[Sshd]:
+    with Sshd(env["DEVBOX_TEST_USER2"], server_env(env, docker_host2, GPU2_COUNT)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def bastion(env: dict[str, str]) -> Iterator[Sshd]:
+    with Sshd(env["DEVBOX_TEST_USER2"]) as server:
+        yield server
+
+
+@dataclass
+class Laptop:
+    user: User
+    key: Path
+    known_hosts: Path
+
+    def ok(self, *args: str, **kw) -> subprocess.CompletedProcess[str]:
+        return self.user.ok(*args, **kw)
+
+    def devbox(self, *args: str, **kw) -> subprocess.CompletedProcess[str]:
+        return self.user.devbox(*args, **kw)
+
+    def trust(self, *servers: Sshd) -> None:
+        with self.known_hosts.open("a") as f:
+            f.writelines(s.known_hosts_line() + "\n" for s in servers)
+
+
+@pytest.fixture
+def laptop(
+    env: dict[str, str], client: docker.DockerClient, gpu1: Sshd, gpu2: Sshd, bastion: Sshd, client2
+) -> Iterator[Laptop]:
+    """devbox-tester's laptop: no Docker of its own, an ssh config that reaches gpu1 and gpu2
+    directly and `gpu1-behind` through the bastion (from an Included file), their keys known."""
+    user = make_user(env)
+    del user.env["DOCKER_HOST"]
+    key, public = make_client_key(user.home, user.uid, user.gid)
+    for server in (gpu1, gpu2, bastion):
+        server.authorize(public)
+    ssh_dir = user.home / ".ssh"
+    known_hosts = ssh_dir / "known_hosts"
+    common = {"IdentityFile": key, "IdentitiesOnly": "yes", "UserKnownHostsFile": known_hosts}
+    owner = (user.uid, user.gid)
+    lab = write_client_config(
+        ssh_dir / "lab.conf",
+        {
+            "bastion": {"HostName": LOCALHOST, "Port": bastion.port, "User": bastion.account},
+            "gpu1-behind": {
+                "HostName": LOCALHOST,
+                "Port": gpu1.port,
+                "User": gpu1.account,
+                "ProxyJump": "bastion",
+            },
+        },
+        owner=owner,
+    )
+    write_client_config(
+        user.ssh_config,
+        {
+            "gpu1": {"HostName": LOCALHOST, "Port": gpu1.port, "User": gpu1.account},
+            "gpu2": {"HostName": LOCALHOST, "Port": gpu2.port, "User": gpu2.account},
+            "*": common,
+        },
+        includes=[lab],
+        owner=owner,
+    )
+    laptop = Laptop(user, key, known_hosts)
+    known_hosts.touch()
+    os.chown(known_hosts, user.uid, user.gid)
+    laptop.trust(gpu1, gpu2, bastion)
+    yield laptop
+    # ssh masters devbox left running for this laptop, then every box it made on either engine.
+    subprocess.run(["pkill", "-u", user.name, "-f", str(user.home)], check=False)
+    for c in (client, client2):
+        for ct in c.containers.list(all=True, filters={"label": f"devbox.owner={gpu1.account}"}):
+            ct.remove(force=True)
+        for vol in c.volumes.list(filters={"label": f"devbox.owner={gpu1.account}"}):
+            vol.remove(force=True)
+    shutil.rmtree(user.home, ignore_errors=True)
+
+
+def ls_json(laptop: Laptop, *args: str) -> list[dict]:
+    return json.loads(laptop.ok("ls", "--json", *args).stdout)
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def boxes_on(c: docker.DockerClient, name: str) -> list:
+    return c.containers.list(all=True, filters={"label": f"devbox.name={name}"})
+
+
+# ---------------------------------------------------------------- host add / ls / check / rm
+
+
+def test_host_add_checks_the_server_and_host_ls_lists_it(laptop: Laptop) -> None:
+    added = laptop.ok("host", "add", "gpu1", "gpu1", "--default").stdout
+    assert "Added host gpu1" in added
+    assert "logged in as devbox-tester2 (uid 4343)" in added
+    assert f"{GPU1_COUNT} × NVIDIA H100 80GB HBM3" in added
+    listing = laptop.ok("host", "ls").stdout
+    assert "gpu1" in listing and "yes" in listing.split("gpu1", 1)[1].splitlines()[0]
+    check = [ln.split(maxsplit=2) for ln in laptop.ok("host", "check", "gpu1").stdout.splitlines()]
+    assert [c[1] for c in check] == ["ssh", "docker", "nvidia", "gpus", "disk"]
+    status = {c[1]: c[0] for c in check}
+    assert status["ssh"] == status["docker"] == status["gpus"] == "ok"
+    assert status["nvidia"] in ("ok", "warn") and status["disk"] in ("ok", "warn")
+    assert check[1][2].startswith("Docker ")
+
+
+def test_host_rm_forgets_the_host_and_stops_its_ssh_master(laptop: Laptop) -> None:
+    laptop.ok("host", "add", "gpu2", "gpu2")
+    masters = subprocess.run(
+        ["pgrep", "-u", laptop.user.name, "-f", "ControlMaster=yes"], capture_output=True
+    )
+    assert masters.returncode == 0, "host add left a master for the next command"
+    laptop.ok("host", "rm", "gpu2")
+    assert "gpu2" not in laptop.ok("host", "ls").stdout
+    cm = laptop.user.home / ".config" / "devbox" / "cm"
+    assert not [p for p in cm.iterdir() if p.name.endswith(".docker")]
+    proc = laptop.devbox("ls", "--host", "gpu2")
+    assert proc.returncode == 1
+    assert "no host named 'gpu2'" in one_line_error(proc)
+
+
+def test_bad_host_input_is_one_line_with_exit_2(laptop: Laptop) -> None:
+    for args, message in [
+        (["host", "add", "Bad Name", "gpu1"], "invalid host name"),
+        (["host", "add", "local", "gpu1"], "invalid host name"),
+        (["host", "add", "x", "--", "-oProxyCommand=evil"], "invalid ssh destination"),
+        (["host", "add", "x", "a@b:99999"], "invalid ssh destination"),
+        (["host", "add", "x", "gpu1", "--docker-socket", "relative.sock"], "invalid Docker socket"),
+    ]:
+        proc = laptop.devbox(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert message in one_line_error(proc)
+    assert not (laptop.user.home / ".config" / "devbox" / "hosts.yaml").exists()
+
+
+# ---------------------------------------------------------------- boxes on a remote host
+
+
+def test_up_on_a_remote_host_works_from_the_laptop_with_plain_ssh_scp_and_sftp(
+    laptop: Laptop, client: docker.DockerClient, gpu1: Sshd
+) -> None:
+    laptop.ok("host", "add", "gpu1", "gpu1")
+    out = laptop.ok("up", "rbox", "--host", "gpu1", "--gpus", "1").stdout
+    assert "Created rbox: user devbox-tester2 (uid 4343), GPUs 1, ssh on gpu1's 127.0.0.1:" in out
+    (ct,) = boxes_on(client, "rbox")
+    assert ct.labels["devbox.owner"] == gpu1.account
+    assert ct.labels["devbox.uid"] == "4343"
+    # The box's sshd is published on the server's loopback only.
+    assert ct.attrs["HostConfig"]["PortBindings"]["22/tcp"][0]["HostIp"] == "127.0.0.1"
+
+    cfg = str(laptop.user.ssh_config)
+    who = laptop.user.run(
+        "ssh", "-F", cfg, "-o", "BatchMode=yes", "devbox-rbox", "id -u; echo $NVIDIA_VISIBLE_DEVICES"
+    )
+    assert who.returncode == 0, who.stderr
+    assert who.stdout.split() == ["4343", "1"]
+    block = laptop.ok("ssh-config", "rbox").stdout
+    assert "ProxyJump gpu1" in block and "StrictHostKeyChecking yes" in block
+
+    src = laptop.user.home / "notes.txt"
+    src.write_text("from the laptop\n")
+    os.chown(src, laptop.user.uid, laptop.user.gid)
+    scp = laptop.user.run("scp", "-F", cfg, "-o", "BatchMode=yes", str(src), "devbox-rbox:notes.txt")
+    assert scp.returncode == 0, scp.stderr
+    sftp = laptop.user.run(
+        "sftp", "-F", cfg, "-o", "BatchMode=yes", "-b", "-", "devbox-rbox", input="ls -1\n"
+    )
+    assert sftp.returncode == 0, sftp.stderr
+    assert "notes.txt" in sftp.stdout
+    cat = laptop.user.run("ssh", "-F", cfg, "-o", "BatchMode=yes", "devbox-rbox", "cat notes.txt")
+    assert cat.stdout == "from the laptop\n"
+
+    # devbox ssh finds the box's host by itself; ls shows it under its host.
+    assert laptop.ok("ssh", "rbox", "--", "hostname").stdout.strip() == "rbox"
+    (listed,) = ls_json(laptop)
+    assert (listed["name"], listed["host"], listed["owner"]) == ("rbox", "gpu1", gpu1.account)
+    gpus = json.loads(laptop.ok("gpus", "--host", "gpu1", "--json").stdout)
+    assert len(gpus["gpus"]) == GPU1_COUNT
+    assert gpus["gpus"][1]["holder"] == f"{gpu1.account}/rbox"
+
+    laptop.ok("rm", "rbox", "--purge")
+    assert boxes_on(client, "rbox") == []
+    assert "devbox-rbox" not in (laptop.user.home / ".ssh" / "devbox" / "config").read_text()
+
+
+def test_mount_sources_are_checked_and_tilde_expanded_on_the_server(
+    laptop: Laptop, client: docker.DockerClient, gpu1: Sshd
+) -> None:
+    laptop.ok("host", "add", "gpu1", "gpu1")
+    server_home = Path(pwd.getpwnam(gpu1.account).pw_dir)
+    proc = laptop.devbox("up", "mnt", "--host", "gpu1", "--mount", "~/no-such-dir:/data")
+    assert proc.returncode == 2
+    assert f"mount source {server_home}/no-such-dir does not exist on gpu1" in one_line_error(proc)
+    assert boxes_on(client, "mnt") == []
+    laptop.ok("up", "mnt", "--host", "gpu1", "--mount", "~:/srv/server-home:ro")
+    (ct,) = boxes_on(client, "mnt")
+    binds = {m["Destination"]: m["Source"] for m in ct.attrs["Mounts"] if m["Type"] == "bind"}
+    assert binds == {"/srv/server-home": str(server_home)}
+    laptop.ok("rm", "mnt", "--purge")
+
+
+def test_a_server_behind_a_bastion_is_reached_through_it(
+    laptop: Laptop, client: docker.DockerClient, bastion: Sshd, gpu1: Sshd
+) -> None:
+    laptop.ok("host", "add", "behind", "gpu1-behind")
+    laptop.ok("up", "viajump", "--host", "behind")
+    who = laptop.user.run(
+        "ssh", "-F", str(laptop.user.ssh_config), "-o", "BatchMode=yes", "devbox-viajump", "id -un"
+    )
+    assert who.returncode == 0, who.stderr
+    assert who.stdout.strip() == gpu1.account
+    # The bastion forwarded to the server's sshd: the only way this laptop's config reaches it.
+    assert f"port {gpu1.port}" in bastion.log_text()
+    laptop.ok("rm", "viajump", "--purge")
+    assert boxes_on(client, "viajump") == []
+
+
+def test_a_box_name_taken_on_another_host_is_refused(laptop: Laptop, client: docker.DockerClient) -> None:
+    laptop.ok("host", "add", "gpu1", "gpu1")
+    laptop.ok("host", "add", "gpu2", "gpu2")
+    laptop.ok("up", "twin", "--host", "gpu1")
+    proc = laptop.devbox("up", "twin", "--host", "gpu2")
+    assert proc.returncode == 2
+    assert "already have a box named 'twin' on gpu1" in one_line_error(proc)
+    laptop.ok("rm", "twin")
+    assert boxes_on(client, "twin") == []
+
+
+# ---------------------------------------------------------------- trust
+
+
+def test_unknown_server_key_is_refused_until_host_trust(
+    laptop: Laptop, env: dict[str, str], client: docker.DockerClient
+) -> None:
+    with Sshd(env["DEVBOX_TEST_USER2"], server_env(env, env["DOCKER_HOST"], 1)) as stranger:
+        stranger.authorize(Path(f"{laptop.key}.pub").read_text())
+        before = laptop.known_hosts.read_text()
+        laptop.ok("host", "add", "new", f"{stranger.account}@{LOCALHOST}:{stranger.port}")
+        proc = laptop.devbox("up", "nokey", "--host", "new")
+        assert proc.returncode == 1
+        line = one_line_error(proc)
+        fingerprint = subprocess.run(
+            ["ssh-keygen", "-l", "-f", str(stranger.host_key_path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()[1]
+        assert "host key is not in your known_hosts" in line and fingerprint in line
+        assert "devbox host trust new" in line
+        assert boxes_on(client, "nokey") == []
+        assert laptop.known_hosts.read_text() == before
+
+        trusted = laptop.ok("host", "trust", "new", "--yes").stdout
+        assert fingerprint in trusted
+        assert laptop.known_hosts.read_text().startswith(before)
+        assert f"[{LOCALHOST}]:{stranger.port}" in laptop.known_hosts.read_text()
+        assert "already" in laptop.ok("host", "trust", "new", "--yes").stdout
+        assert laptop.ok("host", "check", "new").stdout.startswith("ok")
+
+        # A changed key is always fatal, and `host trust` will not paper over it.
+        stranger.regenerate_host_key()
+        subprocess.run(["pkill", "-u", laptop.user.name, "-f", str(laptop.user.home)], check=False)
+        proc = laptop.devbox("ls", "--host", "new")
+        assert proc.returncode == 1
+        assert "CHANGED" in one_line_error(proc)
+        proc = laptop.devbox("host", "trust", "new", "--yes")
+        assert proc.returncode == 1
+        assert "CHANGED" in one_line_error(proc)
+
+
+# ---------------------------------------------------------------- never hang
+
+
+def test_a_silent_server_is_one_unreachable_row_within_the_deadline(
+    laptop: Laptop, client: docker.DockerClient
+) -> None:
+    laptop.ok("host", "add", "gpu1", "gpu1")
+    laptop.ok("up", "alive", "--host", "gpu1")
+    with SilentServer() as silent:
+        laptop.ok("host", "add", "hung", f"someone@{LOCALHOST}:{silent.port}")
+        started = time.monotonic()
+        proc = laptop.ok("ls")
+        elapsed = time.monotonic() - started
+        assert silent.connections >= 1
+    assert elapsed < 20, f"ls took {elapsed:.1f} s"
+    rows = {ln.split()[0] + " " + ln.split()[1]: ln for ln in proc.stdout.splitlines()[1:]}
+    assert "alive gpu1" in rows
+    assert "unreachable" in rows["- hung"]
+    single = laptop.devbox("ls", "--host", "hung")
+    assert single.returncode == 1
+    assert "hung" in one_line_error(single)
+    laptop.ok("rm", "alive")
+
+
+# ---------------------------------------------------------------- placement
+
+
+def test_auto_placement_picks_the_host_with_free_gpus_and_never_shares_one(
+    laptop: Laptop, client: docker.DockerClient, client2: docker.DockerClient
+) -> None:
+    laptop.ok("host", "add", "gpu1", "gpu1")
+    laptop.ok("host", "add", "gpu2", "gpu2")
+    # Only gpu2 has 3 GPUs.
+    placed = laptop.ok("up", "big", "--host", "auto", "--gpu-count", "3")
+    assert "Placed on gpu2" in placed.stderr
+    assert "skipped gpu1: only 2 of 2 GPUs free" in placed.stderr
+    assert [c.labels["devbox.gpus"] for c in boxes_on(client2, "big")] != []
+    laptop.ok("rm", "big", "--purge")
+
+    # Capacity for three 2-GPU boxes: two on gpu2, one on gpu1. Three at once get exactly that.
+    names = ["race-a", "race-b", "race-c"]
+    with ThreadPoolExecutor(3) as pool:
+        procs = list(pool.map(lambda n: laptop.devbox("up", n, "--host", "auto", "--gpu-count", "2"), names))
+    for p in procs:
+        assert p.returncode == 0, p.stderr
+    held = {}
+    for engine, c in (("gpu1", client), ("gpu2", client2)):
+        for n in names:
+            for ct in boxes_on(c, n):
+                held.setdefault(engine, []).extend(ct.labels["devbox.gpus"].split(","))
+    assert sorted(held["gpu1"]) == ["0", "1"]
+    assert sorted(held["gpu2"]) == ["0", "1", "2", "3"], "no GPU is shared"
+    full = laptop.devbox("up", "race-d", "--host", "auto", "--gpu-count", "1")
+    assert full.returncode == 1
+    assert "no host has 1 free GPU" in one_line_error(full)
+
+
+def test_local_boxes_keep_working_beside_remote_hosts(env: dict[str, str], laptop: Laptop, client) -> None:
+    laptop.user.env["DOCKER_HOST"] = env["DOCKER_HOST"]
+    laptop.ok("host", "add", "gpu2", "gpu2")
+    laptop.ok("up", "here")
+    (ct,) = boxes_on(client, "here")
+    assert ct.labels["devbox.owner"] == laptop.user.name
+    rows = {(b["name"], b["host"]) for b in ls_json(laptop)}
+    assert ("here", "local") in rows
+    who = laptop.user.run(
+        "ssh", "-F", str(laptop.user.ssh_config), "-o", "BatchMode=yes", "devbox-here", "id -u"
+    )
+    assert who.stdout.strip() == str(laptop.user.uid)
+    laptop.ok("rm", "here", "--purge")
+    assert boxes_on(client, "here") == []
