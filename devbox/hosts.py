@@ -32,10 +32,12 @@ _RESERVED = (LOCAL, AUTO, "all")
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 # What goes into ssh argv and a ProxyJump line unquoted: no spaces, quotes, leading '-' or '%'.
+# IPv6 literals are left out: OpenSSH takes neither "[::1]" nor "ssh://[::1]:22" as a destination
+# (an alias in the ssh config is the way to name one).
 _DEST_RE = re.compile(
     r"(?:(?P<user>[A-Za-z0-9_][A-Za-z0-9_.-]*)@)?"
-    r"(?P<host>[A-Za-z0-9_][A-Za-z0-9_.-]*|\[[0-9A-Fa-f:.]+\])"
-    r"(?::(?P<port>\d{1,5}))?"
+    r"(?P<host>[A-Za-z0-9_][A-Za-z0-9_.-]*)"
+    r"(?::(?P<port>[0-9]{1,5}))?"
 )
 _SOCKET_RE = re.compile(r"/[A-Za-z0-9_./-]+")
 
@@ -115,7 +117,7 @@ def validate_destination(dest: str) -> str:
     if m is None or (m.group("port") and not 0 < int(m.group("port")) < 65536):
         raise UsageError(
             f"invalid ssh destination {dest!r}",
-            "use an alias from your ~/.ssh/config, or user@host[:port]",
+            "use an alias from your ~/.ssh/config (also for IPv6 addresses), or user@host[:port]",
         )
     return dest
 

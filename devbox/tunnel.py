@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import pwd
 import shlex
@@ -22,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devbox import files, paths, sshconfig
-from devbox.errors import DevboxError
+from devbox.errors import DevboxError, UsageError
 
-CONNECT_TIMEOUT_S = float(os.environ.get("DEVBOX_CONNECT_TIMEOUT") or 8)
+CONNECT_TIMEOUT_S = 8.0  # DEVBOX_CONNECT_TIMEOUT overrides it
 STEP_TIMEOUT_S = 30.0  # one command over an open master
 PERSIST_S = 300  # the master outlives a devbox run, so the next command starts in milliseconds
 _PROBE = 'printf "%s\\n" devbox-probe "${DOCKER_HOST:-}" "$(id -u)" "$(id -g)" "$(id -un)" "$HOME"'
@@ -105,7 +106,7 @@ class Tunnel:
             ExitOnForwardFailure="yes",
             StreamLocalBindUnlink="yes",
         )
-        done = _run(argv, CONNECT_TIMEOUT_S + 7, self.label)
+        done = _run(argv, connect_timeout() + 7, self.label)
         if done.returncode != 0:
             raise self.failure(done.stderr)
 
@@ -176,7 +177,7 @@ class Tunnel:
                 GSSAPIAuthentication="no",
                 HostbasedAuthentication="no",
             )
-            done = _run(argv, CONNECT_TIMEOUT_S + 7, self.label)
+            done = _run(argv, connect_timeout() + 7, self.label)
             lines = scratch.read_text().splitlines() if scratch.exists() else []
         found = [ln for ln in lines if ln.strip() and not ln.startswith("#")]
         if not found:
@@ -184,14 +185,13 @@ class Tunnel:
         return found
 
     def known_hosts_file(self) -> Path:
-        """The first UserKnownHostsFile ssh uses for this host, `~` resolved as OpenSSH does
-        (from the password database, not $HOME)."""
+        """The first UserKnownHostsFile ssh uses for this host, as `ssh -G` resolves it."""
         done = _run([*self._argv("-G", self.target)], 10.0, self.label)
         for line in done.stdout.splitlines():
             key, _, value = line.partition(" ")
-            if key == "userknownhostsfile" and value.split():
-                return Path(_expand_user_path(value.split()[0]))
-        return Path(_expand_user_path("~/.ssh/known_hosts"))
+            if key == "userknownhostsfile" and value.strip():
+                return _first_path(value.strip())
+        return Path(pwd.getpwuid(os.getuid()).pw_dir) / ".ssh" / "known_hosts"
 
     def record_host_key(self, lines: list[str]) -> Path:
         """Append known_hosts lines (as scan_host_key returned them) to the user's known_hosts."""
@@ -243,7 +243,7 @@ class Tunnel:
     def _argv(self, *args: str, **overrides: str) -> list[str]:
         options = {
             "BatchMode": "yes",  # never a prompt that would hang a command or the TUI
-            "ConnectTimeout": f"{CONNECT_TIMEOUT_S:g}",
+            "ConnectTimeout": f"{connect_timeout():g}",
             "StrictHostKeyChecking": "yes",
             "ControlPath": sshconfig.option_value(self.control),
             "ServerAliveInterval": "5",
@@ -301,8 +301,26 @@ def _reason(stderr: str) -> str:
     return " ".join(lines[-1].split())[:300] if lines else "ssh failed without a message"
 
 
-def _expand_user_path(value: str) -> str:
-    home = pwd.getpwuid(os.getuid()).pw_dir
-    if value == "~" or value.startswith("~/"):
-        value = home + value[1:]
-    return value.replace("%d", home).replace("%u", pwd.getpwuid(os.getuid()).pw_name).replace("%%", "%")
+def _first_path(value: str) -> Path:
+    """The first of `ssh -G`'s space-separated, already expanded paths. A path with a space in it
+    is printed unquoted, so the longest run of words naming an existing file wins."""
+    words = value.split(" ")
+    for n in range(len(words), 1, -1):
+        candidate = " ".join(words[:n])
+        if os.path.isfile(candidate):
+            return Path(candidate)
+    return Path(words[0])
+
+
+def connect_timeout() -> float:
+    """Seconds ssh may take to connect: DEVBOX_CONNECT_TIMEOUT, else CONNECT_TIMEOUT_S."""
+    raw = os.environ.get("DEVBOX_CONNECT_TIMEOUT")
+    if not raw:
+        return CONNECT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 1 <= value <= 600:
+        raise UsageError(f"invalid DEVBOX_CONNECT_TIMEOUT={raw!r}", "use a number of seconds from 1 to 600")
+    return value
