@@ -91,6 +91,37 @@ def start_checked(engine: Engine, container: Container, share: bool) -> None:
                 f"cannot start {container.labels[L('name')]}: {describe_error(exc)}",
                 "if its port is taken by another program, recreate the box (`devbox rm` then `devbox up`)",
             ) from None
+        try:
+            refuse_if_outraced(engine, container)
+        except DevboxError:
+            container.stop(timeout=5)
+            raise
+
+
+def refuse_if_outraced(engine: Engine, container: Container) -> None:
+    """Call right after starting `container`: if a running box that started first holds one of its
+    GPUs, this one lost a race it should never have been in (a lock wrongly broken, a client
+    without the lock) and backs off with GpuBusyError. The first one started keeps the GPU."""
+    mine = set(gpus.parse_label(container.labels.get(L("gpus"), "")))
+    if not mine or container.labels.get(L("share-gpus")) == "1":
+        return
+    my_start = _started(engine, container.id)
+    rivals = {}
+    for c in engine.boxes():
+        if c.id == container.id or c.status not in RUNNING_STATES or c.labels.get(L("share-gpus")) == "1":
+            continue
+        theirs = set(gpus.parse_label(c.labels.get(L("gpus"), "")))
+        # "all" (a box made without an inventory) overlaps every GPU.
+        overlap = theirs if theirs and gpus.ALL in mine | theirs else mine & theirs
+        if overlap and (_started(engine, c.id), c.id) < (my_start, container.id):
+            rivals.update(dict.fromkeys(sorted(overlap), _holder(c)))
+    if rivals:
+        raise gpus.conflict_error(rivals)
+
+
+def _started(engine: Engine, container_id: str) -> str:
+    # RFC 3339 in UTC from one engine: such strings sort as the times do, to the nanosecond.
+    return str(engine.client.api.inspect_container(container_id)["State"].get("StartedAt") or "")
 
 
 @dataclass(frozen=True)

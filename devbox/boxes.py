@@ -110,8 +110,9 @@ class Box:
 class UpResult:
     box: Box
     created: bool
-    ssh: sshconfig.IncludeResult
+    ssh: sshconfig.IncludeResult | None  # None when devbox's ssh config could not be written
     vscode: vscode.SettingsResult | None
+    warning: str | None = None  # the box is up, but something around it needs the user's hand
 
 
 def container_name(owner: str, name: str) -> str:
@@ -201,6 +202,7 @@ def up(
     For an existing box only the options in `given` (fingerprint keys; None = all) must match,
     so a bare `up NAME` starts a box whatever it was created with.
     """
+    sshconfig.host_alias(spec.name)  # an unusable DEVBOX_HOST_PREFIX is refused before anything exists
     owner = engine.owner
     existing = engine.boxes(owner=owner, name=spec.name)
     if not existing:
@@ -217,7 +219,7 @@ def up(
     host_key = generate_ed25519(f"devbox-{spec.name}")
     undo: list[Callable[[], None]] = []  # run in reverse if anything below fails
     try:
-        container = _create_and_start(engine, spec, owner, layer.tag, identity, host_key, undo)
+        container = _create_and_start(engine, spec, owner, layer.tag, identity, host_key, undo, progress)
         box = Box.from_container(container, engine.host)
         known_hosts.pin(box.alias, host_key.public_line)
         undo.append(lambda: known_hosts.unpin(box.alias))
@@ -231,8 +233,8 @@ def up(
                 with contextlib.suppress(Exception):
                     step()
         raise
-    include, settings = _publish(box, ssh_config, identity)
-    return UpResult(get_box(engine, spec.name, owner), created=True, ssh=include, vscode=settings)
+    include, settings, warning = _publish(box, ssh_config, identity)
+    return UpResult(get_box(engine, spec.name, owner), True, include, settings, warning)
 
 
 def _up_existing(
@@ -265,8 +267,8 @@ def _up_existing(
         progress(f"Starting {spec.name}")
         allocation.start_checked(engine, container, share=spec.share_gpus)
     _wait_ready(engine, box, identity, timeout)
-    include, settings = _publish(box, ssh_config, identity)
-    return UpResult(get_box(engine, spec.name), created=False, ssh=include, vscode=settings)
+    include, settings, warning = _publish(box, ssh_config, identity)
+    return UpResult(get_box(engine, spec.name), False, include, settings, warning)
 
 
 def _show(value: object) -> str:
@@ -283,13 +285,14 @@ def _create_and_start(
     identity: Identity,
     host_key: KeyPair,
     undo: list[Callable[[], None]],
+    progress: Progress,
 ) -> Container:
     import docker
 
     # Choosing GPUs and a port, creating (which claims them in labels) and starting happen under
     # one engine-wide lock, so concurrent `up`s of any user never take the same GPU or port, and
     # two `up`s of the same name cannot both create it.
-    with engine.lock(allocation.LOCK, image):
+    with engine.lock(allocation.LOCK, image, on_wait=progress):
         if engine.boxes(owner=owner, name=spec.name):
             raise DevboxError(
                 f"box {spec.name!r} was just created by another devbox run", "run `devbox up` again"
@@ -307,6 +310,7 @@ def _create_and_start(
             _docker_call(f"set up {spec.name}", partial(container.put_archive, "/etc", files))
             try:
                 container.start()
+                allocation.refuse_if_outraced(engine, container)
                 break
             except docker.errors.APIError as exc:
                 # Another program took the port between our probe and Docker's bind: take another.
@@ -484,8 +488,25 @@ def ssh_entry(box: Box, identity: Identity | None = None) -> sshconfig.HostEntry
 
 def _publish(
     box: Box, ssh_config: Path | None, identity: Identity
-) -> tuple[sshconfig.IncludeResult, vscode.SettingsResult | None]:
-    return sshconfig.upsert(ssh_entry(box, identity), user_config=ssh_config), _tell_vscode(box.alias)
+) -> tuple[sshconfig.IncludeResult | None, vscode.SettingsResult | None, str | None]:
+    """Write the box's ssh entry and VS Code hint. The box is up by now: a failure here is a
+    warning with the fix, never an error that leaves a running box behind a non-zero exit."""
+    try:
+        include = sshconfig.upsert(ssh_entry(box, identity), user_config=ssh_config)
+    except DevboxError as exc:
+        return (
+            None,
+            None,
+            (
+                f"{box.name} is up, but its ssh entry could not be written: {exc.message}; "
+                f"fix that, then `devbox ssh-config` writes it"
+            ),
+        )
+    try:
+        settings = _tell_vscode(box.alias)
+    except (OSError, DevboxError) as exc:
+        return include, None, f"VS Code settings were not updated: {exc}"
+    return include, settings, None
 
 
 def _tell_vscode(alias: str) -> vscode.SettingsResult | None:

@@ -187,7 +187,9 @@ def up(
     with err.status(f"Bringing up {box_name}…") as status:
 
         def progress(line: str) -> None:
-            if line.startswith(("Step ", "Building the devbox layer", "devbox:", "Keeping", "Trying")):
+            if line.startswith(
+                ("Step ", "Building the devbox layer", "devbox:", "Keeping", "Trying", "Waiting")
+            ):
                 err.print(f"[dim]{escape(line)}[/dim]")
             status.update(f"{box_name}: {escape(line[:100])}")
 
@@ -254,7 +256,10 @@ def _report_up(result) -> None:
         f"{verb} [bold]{escape(box.name)}[/bold]: user {box.user} (uid {box.uid}), GPUs {gpus}, "
         f"ssh on {where}:{box.port}"
     )
-    _report_include(result.ssh)
+    if result.ssh is not None:
+        _report_include(result.ssh)
+    if result.warning:
+        _console(stderr=True).print(f"[yellow]warning: {escape(result.warning)}[/yellow]")
     if result.vscode and result.vscode.manual_snippet:
         _console(stderr=True).print(
             f"[yellow]VS Code settings {result.vscode.path} has comments, so devbox left it alone; "

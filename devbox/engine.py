@@ -10,11 +10,11 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from devbox import paths
 from devbox.errors import DevboxError, UsageError
@@ -28,9 +28,13 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 LABEL_PREFIX = "devbox."
-# A lock older than this belongs to a devbox run that died (holders keep it for seconds);
-# DEVBOX_LOCK_STALE_S overrides it, for admins and tests.
-LOCK_STALE_S = 120.0
+# The lock lives as long as its holder's connection to the engine; this caps it for a holder whose
+# connection the engine cannot see die (a laptop dropped off the network). Holders keep it for
+# seconds: choosing GPUs, creating and starting one container.
+LOCK_MAX_HOLD_S = 30
+LOCK_WAIT_S = 90.0
+# A lock container that was created but never started within this long belongs to a dead run.
+LOCK_UNSTARTED_S = 5.0
 
 
 def L(key: str) -> str:  # noqa: N802 - short on purpose: label names are spelled out wherever used
@@ -176,53 +180,100 @@ class Engine:
         return done.stdout
 
     @contextlib.contextmanager
-    def lock(self, name: str, image: str, timeout: float = LOCK_STALE_S + 30) -> Iterator[None]:
+    def lock(
+        self,
+        name: str,
+        image: str,
+        *,
+        wait: float = LOCK_WAIT_S,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> Iterator[None]:
         """An engine-wide mutex shared by every devbox client of this engine, local or remote.
 
-        Container names are unique per engine, so creating a (never started) container with a
-        fixed name is an atomic test-and-set that works across users and machines.
+        Container names are unique per engine, so creating a container with a fixed name is an
+        atomic test-and-set that works across users and machines. The lock container runs `cat`
+        on stdin attached to this process's connection: when the holder exits or is killed, the
+        engine closes that stdin, the container exits and removes itself. So a dead holder's lock
+        frees itself at once, and no client ever has to judge another's lock by age.
         """
-        import docker
-
         cname = f"devbox-lock-{name}"
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + wait
         while True:
-            try:
-                holder = self.client.containers.create(
-                    image, name=cname, labels={f"{LABEL_PREFIX}lock": name}, entrypoint=["true"]
-                )
+            held = self._try_lock(cname, name, image)
+            if held is not None:
                 break
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:
-                    raise DevboxError(f"cannot take the engine lock {cname}: {describe_error(exc)}") from None
-            self._break_stale_lock(cname)
+            holder = self._lock_holder(cname)
             if time.monotonic() > deadline:
                 raise DevboxError(
-                    f"timed out waiting for the engine lock {cname}",
-                    f"another devbox run holds it; if none is running, `docker rm {cname}` frees it",
+                    f"timed out after {wait:g} s waiting for the engine lock{holder}",
+                    "another devbox run is choosing GPUs there; try again in a moment",
                 )
-            time.sleep(0.1)
+            if on_wait is not None and holder:
+                on_wait(f"Waiting for the engine lock{holder}")
+                on_wait = None  # once: the holder is named, and the spinner shows we wait
+            time.sleep(0.2)
+        container, sock = held
         try:
             yield
         finally:
-            with contextlib.suppress(docker.errors.NotFound):
-                holder.remove(force=True)
+            with contextlib.suppress(OSError):
+                sock.close()
+            self._remove_quietly(container.id)
 
-    def _break_stale_lock(self, cname: str) -> None:
-        """Remove a lock left by a devbox run that died, judged by the engine's own clock."""
+    def _try_lock(self, cname: str, name: str, image: str) -> tuple[Container, Any] | None:
+        """Take the lock: the container and the attached stdin that keeps it alive; None if taken."""
+        import docker
+
+        who = f"{owner_name()}@{socket.gethostname()} pid {os.getpid()}"
+        try:
+            container = self.client.containers.create(
+                image,
+                name=cname,
+                labels={L("lock"): name, L("lock-holder"): who},
+                entrypoint=["timeout", str(LOCK_MAX_HOLD_S), "cat"],
+                stdin_open=True,  # docker-py sets StdinOnce with it: EOF when we go
+                auto_remove=True,
+                network_disabled=True,
+            )
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                return None
+            raise DevboxError(f"cannot take the engine lock {cname}: {describe_error(exc)}") from None
+        try:
+            sock = self.client.api.attach_socket(container.id, params={"stdin": 1, "stream": 1})
+            container.start()
+        except BaseException:
+            self._remove_quietly(container.id)
+            raise
+        return container, sock
+
+    def _lock_holder(self, cname: str) -> str:
+        """' held by WHO for N s' for a live lock; a dead one is removed (by ID: a waiter that got
+        there first may have taken the lock anew under the same name) and '' returned."""
         import docker
 
         try:
             lock = self.client.api.inspect_container(cname)
-            now = _parse_time(self.client.info()["SystemTime"])
         except docker.errors.NotFound:
-            return
-        stale_after = float(os.environ.get("DEVBOX_LOCK_STALE_S") or LOCK_STALE_S)
-        if (now - _parse_time(lock["Created"])).total_seconds() > stale_after:
-            # By ID, not name: if another waiter broke it first and took the lock anew, the new
-            # holder's container has another ID and survives.
-            with contextlib.suppress(docker.errors.NotFound):
-                self.client.api.remove_container(lock["Id"], force=True)
+            return ""
+        state = lock.get("State") or {}
+        age = (_parse_time(self.client.info()["SystemTime"]) - _parse_time(lock["Created"])).total_seconds()
+        if state.get("Running"):
+            who = (lock.get("Config") or {}).get("Labels", {}).get(L("lock-holder"), "another devbox run")
+            return f" held by {who} for {max(age, 0):.0f} s"
+        if state.get("Status") != "created" or age > LOCK_UNSTARTED_S:
+            self._remove_quietly(lock["Id"])
+        return ""
+
+    def _remove_quietly(self, container_id: str) -> None:
+        """Remove a container that may be gone already or being removed by another client."""
+        import docker
+
+        try:
+            self.client.api.remove_container(container_id, force=True)
+        except docker.errors.APIError as exc:
+            if exc.status_code not in (404, 409):
+                raise
 
 
 def _socket_path(host: str, docker_host: str) -> str:

@@ -332,7 +332,7 @@ def set_default(name: str) -> HostsConfig:
 
 def boxes_recorded_on(host: Host) -> list[str]:
     """Names of the boxes devbox's ssh config records on `host`."""
-    prefix = sshconfig.host_alias("")
+    prefix = sshconfig.alias_prefix()
     return [
         e.alias.removeprefix(prefix)
         for e in sshconfig.read_entries()

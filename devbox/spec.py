@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import re
@@ -32,6 +33,12 @@ class Mount:
         return f"{self.source}:{self.target}:{'ro' if self.read_only else 'rw'}"
 
 
+def local_access(path: str, write: bool) -> bool:
+    """Whether this process may read `path` (a directory: list and enter it), and write it if `write`."""
+    mode = os.R_OK | (os.W_OK if write else 0) | (os.X_OK if os.path.isdir(path) else 0)
+    return os.access(path, mode)
+
+
 @dataclass(frozen=True)
 class HostFacts:
     """What a spec needs from the host the box goes on: its login, home and file system."""
@@ -40,10 +47,13 @@ class HostFacts:
     home: str  # the login's home there, for `~` in mount sources
     exists: Callable[[str], bool] | None = os.path.exists  # None: mount sources are checked later
     where: str = ""  # " on gpu1", for messages about a remote host
+    # access(path, write): whether the host login may read path (a directory: list and enter it),
+    # and also write it when `write`. None: not checked (the host cannot be asked).
+    access: Callable[[str, bool], bool] | None = None
 
     @classmethod
     def local(cls) -> HostFacts:
-        return cls(local_user(), os.path.expanduser("~"))
+        return cls(local_user(), os.path.expanduser("~"), access=local_access)
 
     @classmethod
     def unchecked(cls) -> HostFacts:
@@ -71,19 +81,28 @@ class BoxSpec:
         return f"/home/{self.user.name}"
 
     def fingerprint(self) -> dict[str, object]:
-        """The options that shape the container; a second `up` with other values must recreate it."""
+        """The options that shape the container; a second `up` with other values must recreate it.
+
+        It is stored in a label every docker-group user can read, so --env values appear only as
+        a digest: enough to tell that one changed, not what it is.
+        """
         return {
             "image": self.image,
             "user": [self.user.name, self.user.uid, self.user.gid],
             "gpus": str(self.gpus),
             "mounts": sorted(str(m) for m in self.mounts),
-            "env": sorted(f"{k}={v}" for k, v in self.env),
+            "env": sorted(f"{k}=sha256:{env_digest(k, v)}" for k, v in self.env),
             "shm_size": self.shm_size,
             "memory": self.memory,
             "cpus": self.cpus,
             "workdir": self.workdir,
             "sudo": self.sudo,
         }
+
+
+def env_digest(key: str, value: str) -> str:
+    """A digest of one --env variable for labels; the prefix keeps it apart from other sha256 uses."""
+    return hashlib.sha256(f"devbox.env\0{key}\0{value}".encode()).hexdigest()
 
 
 def validate_name(name: str) -> str:
@@ -125,6 +144,17 @@ def parse_mount(text: str, facts: HostFacts | None = None) -> Mount:
         raise UsageError(
             f"mount source {source} does not exist{facts.where}", "create it first or fix the path"
         )
+    # Root in the box (sudo) reads and writes whatever is mounted: mount only what the user could.
+    if facts.access is not None and not facts.access(source, False):
+        raise UsageError(
+            f"you cannot read mount source {source}{facts.where}",
+            "devbox mounts only what you can read yourself; fix its permissions or mount a copy",
+        )
+    if mode == "rw" and facts.access is not None and not facts.access(source, True):
+        raise UsageError(
+            f"you cannot write mount source {source}{facts.where}",
+            f"mount it read-only ({parts[0]}:{parts[1]}:ro) or fix its permissions",
+        )
     return Mount(source, os.path.normpath(parts[1]), mode == "ro")
 
 
@@ -138,7 +168,23 @@ def parse_env(text: str) -> tuple[str, str]:
         raise UsageError(
             "--env NVIDIA_VISIBLE_DEVICES would bypass GPU allocation", "use --gpus or --gpu-count"
         )
+    # A session gets the value exactly or not at all: a newline cannot cross the box's env file,
+    # NUL ends a C string, and text that is not UTF-8 would be altered on its way through Docker.
+    if "\n" in value or "\0" in value:
+        raise UsageError(
+            f"--env {key} holds a newline or NUL", "pass multi-line values in a file, e.g. through --mount"
+        )
+    if not _is_utf8(value):
+        raise UsageError(f"--env {key} is not valid UTF-8 text", "pass binary values in a file")
     return key, value
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # surrogate escapes of undecodable command-line bytes
+        return False
+    return True
 
 
 def parse_size(text: str, flag: str) -> str:
@@ -154,8 +200,24 @@ def parse_cpus(value: float) -> float:
     return value
 
 
-# Where devbox's own files live in the box: a mount there would hide or replace them.
-_RESERVED_TARGETS = ("/etc/devbox", "/run/devbox", "/usr/local/lib/devbox")
+# What the box's root entrypoint writes, and where devbox's and the login's own files live: a mount
+# there would hide them, or make root in the box write through it into the host's files.
+_RESERVED_TARGETS = (
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/profile.d",
+    "/etc/ssh",
+    "/etc/devbox",
+    "/run/devbox",
+    "/run/sshd",
+    "/usr/local/lib/devbox",
+)
+# Docker follows symlinks in a mount target inside the image; Debian-family images link these.
+_TARGET_ALIASES = {"/var/run": "/run"}
 
 
 def from_flags(
@@ -184,6 +246,8 @@ def from_flags(
         selection = gpus.parse_selection(gpus_text or "none")
     if workdir is not None and not workdir.startswith("/"):
         raise UsageError(f"--workdir {workdir!r} is not an absolute path", "e.g. /workspace")
+    if workdir is not None and any(ord(ch) < 32 or ord(ch) == 127 for ch in workdir):
+        raise UsageError(f"--workdir {workdir!r} holds a control character", "e.g. /workspace")
     facts = facts or HostFacts.local()
     user = facts.user
     parsed_mounts = tuple(parse_mount(m, facts) for m in mounts)
@@ -210,12 +274,21 @@ def _check_mount_targets(mounts: tuple[Mount, ...], home: str) -> None:
         if m.target in seen:
             raise UsageError(f"two --mount flags target {m.target}", "give each mount its own target")
         seen.add(m.target)
-        # Not over the home or devbox's files, nor over a parent of them (/etc, /home, /run, /).
-        parent = m.target.rstrip("/") + "/"
-        covers = [r for r in (home, *_RESERVED_TARGETS) if r == m.target or r.startswith(parent)]
-        inside = [r for r in _RESERVED_TARGETS if m.target.startswith(r + "/")]
+        target = _resolve_alias(m.target)
+        # Not over the home or devbox's files, nor inside them, nor over a parent (/etc, /home, /run, /).
+        parent = target.rstrip("/") + "/"
+        covers = [r for r in (home, *_RESERVED_TARGETS) if r == target or r.startswith(parent)]
+        inside = [r for r in _RESERVED_TARGETS if target.startswith(r + "/")]
         if covers or inside:
             raise UsageError(
                 f"cannot mount over {m.target}",
-                f"it would hide {(covers or inside)[0]}; mount into a subdirectory of {home} or elsewhere",
+                f"devbox manages {(covers or inside)[0]} in the box; "
+                f"mount into a subdirectory of {home} or elsewhere",
             )
+
+
+def _resolve_alias(target: str) -> str:
+    for alias, real in _TARGET_ALIASES.items():
+        if target == alias or target.startswith(alias + "/"):
+            return real + target[len(alias) :]
+    return target

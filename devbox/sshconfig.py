@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from devbox import files, paths
-from devbox.errors import DevboxError
+from devbox.errors import DevboxError, UsageError
 
 DEFAULT_PREFIX = "devbox-"
 PREFIX_ENV = "DEVBOX_HOST_PREFIX"
@@ -93,11 +93,21 @@ def user_config_path(explicit: Path | None = None) -> Path:
     return paths.ssh_dir() / "config"
 
 
+def alias_prefix() -> str:
+    """$DEVBOX_HOST_PREFIX, or "devbox-"."""
+    return os.environ.get(PREFIX_ENV, DEFAULT_PREFIX)
+
+
 def host_alias(name: str, prefix: str | None = None) -> str:
     """The ssh alias of box `name`: prefix (default $DEVBOX_HOST_PREFIX or "devbox-") + name."""
-    if prefix is None:
-        prefix = os.environ.get(PREFIX_ENV, DEFAULT_PREFIX)
-    return prefix + name
+    alias = (alias_prefix() if prefix is None else prefix) + name
+    if not _ALIAS_RE.fullmatch(alias):
+        raise UsageError(
+            f"{PREFIX_ENV}={alias_prefix() if prefix is None else prefix!r} makes the ssh alias {alias!r}, "
+            "which ssh cannot use",
+            "use letters, digits, '.', '_', '+' and '-' only",
+        )
+    return alias
 
 
 def control_dir() -> Path:

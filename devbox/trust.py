@@ -29,11 +29,17 @@ def sshd_config(user: str) -> str:
     return Template(template).substitute(user=user)
 
 
+def session_script() -> bytes:
+    """What sshd runs for every session (sshd_config's ForceCommand)."""
+    return (resources.files("devbox.images") / "session.sh").read_bytes()
+
+
 def payload(user: str, identity: Identity, host_key: KeyPair) -> bytes:
-    """/etc/devbox as a tar: sshd_config, the box's host key, authorized_keys."""
+    """/etc/devbox as a tar: sshd_config and its session script, the box's host key, authorized_keys."""
     return _tar(
         {
             "devbox/sshd_config": (sshd_config(user).encode(), 0o644),
+            "devbox/session.sh": (session_script(), 0o755),
             "devbox/ssh_host_ed25519_key": (host_key.private_openssh, 0o600),
             "devbox/ssh_host_ed25519_key.pub": (host_key.public_line.encode() + b"\n", 0o644),
             "devbox/authorized_keys": (authorized_keys.render([identity.public_line]), 0o644),

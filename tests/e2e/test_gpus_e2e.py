@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import docker
 import pytest
+
+from devbox import allocation
+from devbox.engine import Engine
+from devbox.errors import GpuBusyError
 
 from .conftest import User, box_container
 
@@ -158,16 +165,87 @@ def test_concurrent_ups_of_two_users_never_share_a_gpu(
     assert held == ["0", "1", "2", "3"]
 
 
-def test_a_lock_left_by_a_dead_devbox_run_is_broken_once_stale(
+HOLD_LOCK = """
+import sys, time
+from devbox.engine import Engine
+with Engine.connect().lock("gpus", sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def _hold_lock(user: User, image: str, seconds: float) -> subprocess.Popen[str]:
+    """Another devbox run holding the engine lock, in a process group of its own (so a test can
+    kill -9 it); returns once it holds the lock."""
+    env = [f"{k}={v}" for k, v in user.environ().items()]
+    python = f"{user.env['DEVBOX_VENV']}/bin/python"
+    holder = subprocess.Popen(
+        ["runuser", "-u", user.name, "--", "env", "-i", *env, python, "-c", HOLD_LOCK, image, str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_killed_holders_lock_frees_itself_within_seconds(
     user: User, client, env, cleanup, name: str
 ) -> None:
+    cleanup.append(name)
+    holder = _hold_lock(user, env["DEVBOX_TEST_IMAGE"], 600)
+    os.killpg(holder.pid, signal.SIGKILL)
+    holder.wait()
+    started = time.monotonic()
+    user.ok("up", name, "--gpus", "0")
+    assert time.monotonic() - started < 20
+    assert not client.containers.list(all=True, filters={"label": "devbox.lock"})
+
+
+def test_a_live_lock_is_never_broken_whatever_a_client_sets(
+    user: User, client, env, cleanup, name: str
+) -> None:
+    cleanup.append(name)
+    holder = _hold_lock(user, env["DEVBOX_TEST_IMAGE"], 4)
+    started = time.monotonic()
+    proc = user.devbox("up", name, "--gpus", "0", extra_env={"DEVBOX_LOCK_STALE_S": "0"})
+    waited = time.monotonic() - started
+    holder.wait(timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert waited >= 3, f"up took the lock after {waited:.1f} s while it was held for 4 s"
+
+
+def test_a_lock_container_that_never_started_is_cleared(user: User, client, env, cleanup, name: str) -> None:
     cleanup.append(name)
     dead = client.containers.create(
         env["DEVBOX_TEST_IMAGE"], name="devbox-lock-gpus", labels={"devbox.lock": "gpus"}, entrypoint=["true"]
     )
-    time.sleep(2.5)
-    proc = user.devbox("up", name, "--gpus", "0", extra_env={"DEVBOX_LOCK_STALE_S": "2"})
+    proc = user.devbox("up", name, "--gpus", "0")
     assert proc.returncode == 0, proc.stderr
     with pytest.raises(docker.errors.NotFound):
         dead.reload()
     assert not client.containers.list(all=True, filters={"label": "devbox.lock"})
+
+
+def test_a_box_that_started_second_on_a_gpu_backs_off_even_without_the_lock(
+    user: User, client, cleanup, name: str
+) -> None:
+    # As if a lock had been broken wrongly: a running box already holds GPU 2 when ours starts.
+    cleanup += [name, name + "-b"]
+    user.ok("up", name, "--gpus", "2")
+    first = box_container(client, name)
+    rival = client.containers.run(
+        first.attrs["Config"]["Image"],
+        entrypoint=["sleep", "600"],
+        labels={**first.labels, "devbox.name": name + "-b"},
+        name=f"{first.name}-rival",
+        detach=True,
+    )
+    try:
+        engine = Engine.connect()
+        with pytest.raises(GpuBusyError) as exc:
+            allocation.refuse_if_outraced(engine, engine.client.containers.get(rival.id))
+        assert f"GPU 2 is in use by {user.name}/{name}" in str(exc.value)
+        allocation.refuse_if_outraced(engine, engine.client.containers.get(first.id))
+    finally:
+        rival.remove(force=True)

@@ -188,3 +188,33 @@ def test_up_with_a_new_identity_switches_the_key_for_good(user: User, name: str)
     out = user.ssh(f"devbox-{name}", "true", options=("-o", "ControlPath=none"))
     assert out.returncode == 0, out.stderr
     user.ok("rm", name, "--purge")
+
+
+def test_up_whose_ssh_dir_is_not_writable_finishes_with_the_fix_and_no_error(
+    fresh_user: User, client, name: str
+) -> None:
+    ssh_dir = fresh_user.home / ".ssh"
+    ssh_dir.mkdir(mode=0o500)
+    os.chown(ssh_dir, fresh_user.uid, fresh_user.gid)
+    try:
+        proc = fresh_user.devbox("up", name)
+        assert proc.returncode == 0, proc.stderr
+        assert f"warning: {name} is up, but its ssh entry could not be written" in proc.stderr
+        assert "devbox ssh-config" in proc.stderr
+        assert box_container(client, name).status == "running"
+        ssh_dir.chmod(0o700)
+        fresh_user.ok("ssh-config")
+        assert fresh_user.ssh(f"devbox-{name}", "true").returncode == 0
+    finally:
+        ssh_dir.chmod(0o700)
+        fresh_user.devbox("rm", name, "--purge")
+
+
+def test_an_unusable_host_prefix_is_refused_before_anything_is_made(
+    fresh_user: User, client, name: str
+) -> None:
+    proc = fresh_user.devbox("up", name, extra_env={"DEVBOX_HOST_PREFIX": "bad prefix*"})
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "DEVBOX_HOST_PREFIX='bad prefix*'" in lines[0]
+    assert devbox_containers(client, name) == []
