@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from devbox import gpus
 from devbox.engine import Engine, L, describe_error
-from devbox.errors import DevboxError
+from devbox.errors import DevboxError, GpuBusyError
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
@@ -39,16 +39,17 @@ def _holder(c: Container) -> str:
 
 
 def held_gpus(engine: Engine, inv: gpus.Inventory | None, exclude: str | None = None) -> dict[str, str]:
-    """GPU index → 'owner/name' of the running box holding it (any owner)."""
-    held: dict[str, str] = {}
+    """GPU index → 'owner/name' of the running box holding it (any owner); a GPU shared with
+    --share-gpus names every box on it, sorted."""
+    held: dict[str, list[str]] = {}
     for c in engine.boxes():
         if c.status not in RUNNING_STATES or c.id == exclude:
             continue
         label = c.labels.get(L("gpus"), "")
         ids = [str(i) for i in inv.indices()] if label == gpus.ALL and inv else gpus.parse_label(label)
         for gpu in ids:
-            held.setdefault(gpu, _holder(c))
-    return held
+            held.setdefault(gpu, []).append(_holder(c))
+    return {gpu: ", ".join(sorted(holders)) for gpu, holders in held.items()}
 
 
 def choose(engine: Engine, spec: BoxSpec) -> tuple[str, ...]:
@@ -83,7 +84,12 @@ def start_checked(engine: Engine, container: Container, share: bool) -> None:
             inv = inventory(engine, required=False)
             if wanted == (gpus.ALL,) and inv:
                 wanted = tuple(str(i) for i in inv.indices())
-            refuse_conflicts(wanted, held_gpus(engine, inv, exclude=container.id))
+            try:
+                refuse_conflicts(wanted, held_gpus(engine, inv, exclude=container.id))
+            except GpuBusyError as exc:
+                raise GpuBusyError(
+                    exc.message, "wait until they are free, or start it with --share-gpus"
+                ) from None
         try:
             container.start()
         except docker.errors.APIError as exc:

@@ -102,7 +102,10 @@ class Box:
             )
         except (KeyError, ValueError):
             raise DevboxError(
-                f"container {c.name} has damaged devbox labels", f"remove it with `docker rm -f {c.name}`"
+                f"container {c.name} has damaged devbox labels",
+                f"remove it with `devbox rm {c.labels.get(L('name'), '')}` (its home volume is kept)"
+                if c.labels.get(L("name")) and c.labels.get(L("owner"))
+                else f"remove it with `docker rm -f {c.name}`",
             ) from None
 
 
@@ -586,26 +589,29 @@ def restart(
     return box
 
 
-def rm(engine: Engine, name: str, *, purge: bool = False, ssh_config: Path | None = None) -> Box:
-    """Remove the box; its home volume stays unless `purge`. The ssh entry and pinned key go."""
+def rm(engine: Engine, name: str, *, purge: bool = False, ssh_config: Path | None = None) -> str:
+    """Remove the box; its home volume stays unless `purge`. The ssh entry and pinned key go.
+
+    Works on a box whose labels are damaged too (that is when people need it most). Returns the
+    home volume's name.
+    """
     import docker
 
     container = _container(engine, name, engine.owner)
-    box = Box.from_container(container, engine.host)
+    volume = container.labels.get(L("volume")) or f"{container_name(engine.owner, name)}.home"
     _docker_call(f"remove {name}", lambda: container.remove(force=True))
     # Local cleanup is best effort: the box is gone, and a stale entry is harmless.
     with contextlib.suppress(OSError, DevboxError):
-        sshconfig.remove(box.alias, user_config=ssh_config)
-    with contextlib.suppress(OSError):
-        known_hosts.unpin(box.alias)
-    if vscode.settings_path().parent.is_dir():
-        with contextlib.suppress(OSError):
-            vscode.remove_remote_platform(box.alias)
-    if purge and box.volume:
+        alias = sshconfig.host_alias(name)
+        sshconfig.remove(alias, user_config=ssh_config)
+        known_hosts.unpin(alias)
+        if vscode.settings_path().parent.is_dir():
+            vscode.remove_remote_platform(alias)
+    if purge:
         try:
-            engine.client.volumes.get(box.volume).remove(force=True)
+            engine.client.volumes.get(volume).remove(force=True)
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
             raise DevboxError(f"removed {name}, but not its home volume: {describe_error(exc)}") from None
-    return box
+    return volume

@@ -6,6 +6,7 @@ Heavy modules (docker, paramiko, textual) are imported inside commands so `devbo
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import shutil
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from devbox.errors import DevboxError
+from devbox.errors import DevboxError, UsageError
 from devbox.spec import DEFAULT_SHM, READY_TIMEOUT_S
 
 if TYPE_CHECKING:
@@ -51,6 +52,8 @@ def _engine(host: str | None, *, box: str | None = None, ssh_config: Path | None
 def _identity(path: str | None) -> Identity:
     from devbox.keys.keypair import ensure_user_key, load_identity
 
+    if path == "":
+        raise UsageError("--identity is empty", "give the path of your private key, or leave --identity out")
     return load_identity(Path(path)) if path else ensure_user_key()
 
 
@@ -75,9 +78,20 @@ def _host_opt(f):
     )(f)
 
 
+def _positive_seconds(_ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value) or not 0 < value <= 3600:
+        raise click.BadParameter(f"{value} is not a number of seconds from 0 to 3600", param=param)
+    return value
+
+
 def _timeout_opt(f):
     return click.option(
-        "--timeout", type=float, default=READY_TIMEOUT_S, show_default=True, help="Seconds to wait for sshd."
+        "--timeout",
+        type=float,
+        default=READY_TIMEOUT_S,
+        show_default=True,
+        callback=_positive_seconds,
+        help="Seconds to wait for sshd.",
     )(f)
 
 
@@ -380,8 +394,10 @@ def rm(name: str, purge: bool, host: str | None, ssh_config: Path | None) -> Non
     """Remove a box. Its home volume is kept (a later `up` gets it back) unless --purge."""
     from devbox import boxes
 
-    box = boxes.rm(_engine(host, box=name, ssh_config=ssh_config), name, purge=purge, ssh_config=ssh_config)
-    kept = "" if purge else f" (home volume {box.volume} kept; --purge deletes it)"
+    volume = boxes.rm(
+        _engine(host, box=name, ssh_config=ssh_config), name, purge=purge, ssh_config=ssh_config
+    )
+    kept = "" if purge else f" (home volume {volume} kept; --purge deletes it)"
     _console().print(f"Removed {name}{kept}")
 
 

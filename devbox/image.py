@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,13 +136,21 @@ def _build(
         )
         for chunk in stream:
             if "error" in chunk:
-                raise DevboxError(_build_failure(base, chunk["error"], log))
-            for line in chunk.get("stream", "").splitlines():
+                raise DevboxError(_build_failure(base, _plain(chunk["error"]), log))
+            for line in _plain(chunk.get("stream", "")).splitlines():
                 if line.strip():
                     log.append(line.rstrip())
                     progress(line.rstrip())
     except docker.errors.DockerException as exc:
         raise DevboxError(_build_failure(base, describe_error(exc), log)) from None
+
+
+_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _plain(text: str) -> str:
+    """Build output without terminal escapes: package managers colour their errors."""
+    return _ANSI_RE.sub("", text)
 
 
 def _build_failure(base: str, error: str, log: list[str]) -> str:

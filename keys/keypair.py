@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devbox import paths
-from devbox.errors import UsageError
+from devbox.errors import DevboxError, UsageError
 from devbox.files import atomic_write, locked
 from devbox.users import owner_name
 
@@ -51,16 +51,23 @@ def public_key_blob(public_line: str) -> str:
 def ensure_user_key(path: Path | None = None) -> Identity:
     """Return devbox's own login key, creating it (0600, in a 0700 dir) on first use."""
     path = path or paths.user_key_path()
-    paths.ensure_private_dir(path.parent)
     pub = path.with_name(path.name + ".pub")
-    with locked(path):
-        if not path.exists():
-            pair = generate_ed25519(f"devbox-{owner_name()}@{socket.gethostname()}")
-            atomic_write(path, pair.private_openssh, 0o600)
-            atomic_write(pub, pair.public_line + "\n", 0o644)
-        elif not pub.exists():
-            atomic_write(pub, _public_line_from_private(path) + "\n", 0o644)
-    return Identity(path, pub.read_text().strip())
+    try:
+        paths.ensure_private_dir(path.parent)
+        with locked(path):
+            if not path.exists():
+                pair = generate_ed25519(f"devbox-{owner_name()}@{socket.gethostname()}")
+                atomic_write(path, pair.private_openssh, 0o600)
+                atomic_write(pub, pair.public_line + "\n", 0o644)
+            elif not pub.exists():
+                atomic_write(pub, _public_line_from_private(path) + "\n", 0o644)
+        return Identity(path, pub.read_text().strip())
+    except OSError as exc:
+        where = exc.filename or path.parent
+        raise DevboxError(
+            f"cannot set up devbox's key in {path.parent}: {where}: {exc.strerror or exc}",
+            "make it writable, or point XDG_CONFIG_HOME at a directory of yours",
+        ) from None
 
 
 def load_identity(path: Path) -> Identity:

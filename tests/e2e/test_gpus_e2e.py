@@ -249,3 +249,12 @@ def test_a_box_that_started_second_on_a_gpu_backs_off_even_without_the_lock(
         allocation.refuse_if_outraced(engine, engine.client.containers.get(first.id))
     finally:
         rival.remove(force=True)
+
+
+def test_a_shared_gpu_lists_every_box_on_it(user: User, cleanup, name: str) -> None:
+    cleanup += [name, name + "-b"]
+    user.ok("up", name, "--gpus", "3", "--share-gpus")
+    user.ok("up", name + "-b", "--gpus", "3", "--share-gpus")
+    gpus = json.loads(user.ok("gpus", "--json").stdout)["gpus"]
+    holder = next(g for g in gpus if g["index"] == 3)["holder"]
+    assert holder == f"{user.name}/{name}, {user.name}/{name}-b"

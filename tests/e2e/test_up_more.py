@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+import docker
+import pytest
+
 from .conftest import User, box_container, devbox_containers
 
 
@@ -218,3 +221,18 @@ def test_an_unusable_host_prefix_is_refused_before_anything_is_made(
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "DEVBOX_HOST_PREFIX='bad prefix*'" in lines[0]
     assert devbox_containers(client, name) == []
+
+
+def test_rm_removes_a_box_whose_labels_are_damaged(user: User, client, env, name: str) -> None:
+    damaged = client.containers.create(
+        env["DEVBOX_TEST_IMAGE"],
+        entrypoint=["true"],
+        name=f"devbox-{user.name}.{name}",
+        labels={"devbox.name": name, "devbox.owner": user.name, "devbox.port": "not-a-port"},
+    )
+    listed = user.ok("ls", "--json").stdout
+    assert name not in listed
+    user.ok("rm", name)
+    assert devbox_containers(client, name) == []
+    with pytest.raises(docker.errors.NotFound):
+        damaged.reload()

@@ -204,3 +204,17 @@ def test_ls_does_not_import_textual(home: Path) -> None:
     code, heavy = heavy_modules(home, ["ls"])
     assert code == "1"
     assert "textual" not in heavy
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_meaningless_timeout_is_refused(home: Path, value: str) -> None:
+    proc = devbox(home, "restart", "x", "--timeout", value)
+    assert proc.returncode == 2
+    assert "is not a number of seconds" in one_error_line(proc)
+
+
+def test_an_empty_identity_is_refused_not_ignored(home: Path) -> None:
+    proc = devbox(home, "up", "box", "--identity", "")
+    assert proc.returncode == 2
+    assert "--identity is empty" in one_error_line(proc)
+    assert not (home / ".config" / "devbox").exists()

@@ -20,7 +20,7 @@ from devbox.keys.keypair import (
 )
 
 from devbox import paths
-from devbox.errors import UsageError
+from devbox.errors import DevboxError, UsageError
 
 
 @pytest.fixture(autouse=True)
@@ -361,3 +361,31 @@ def test_authorized_keys_with_the_key_already_in_is_left_alone_whatever_the_comm
     key = generate_ed25519("laptop").public_line
     same_key_other_comment = public_key_blob(key) + " desktop"
     assert authorized_keys.with_key(key + "\n", same_key_other_comment) is None
+
+
+def test_a_binary_damaged_known_hosts_is_repaired_on_the_next_pin() -> None:
+    path = paths.known_hosts_path()
+    known_hosts.pin("devbox-a", generate_ed25519("a").public_line)
+    good = path.read_text()
+    path.write_bytes(path.read_bytes() + b"\xff\xfe\x00garbage\x9c\n\x00\x01\x02\n")
+    assert known_hosts.lookup("devbox-a") == good.split(" ", 1)[1].strip()
+    known_hosts.pin("devbox-b", generate_ed25519("b").public_line)
+    lines = path.read_text().splitlines()
+    assert lines[0] == good.strip()
+    assert [ln.split()[0] for ln in lines] == ["devbox-a", "devbox-b"]
+
+
+def test_an_unusable_config_dir_is_one_error_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file where the directory should be: refused even for root, who ignores permission bits.
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(blocker / "config"))
+    with pytest.raises(DevboxError) as exc:
+        ensure_user_key()
+    assert "cannot set up devbox's key" in exc.value.message
+    assert "XDG_CONFIG_HOME" in (exc.value.hint or "")
+    with pytest.raises(DevboxError) as exc:
+        known_hosts.pin("devbox-a", generate_ed25519("a").public_line)
+    assert "cannot create" in exc.value.message
