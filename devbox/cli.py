@@ -602,6 +602,21 @@ def host_check(name: str | None, ssh_config: Path | None) -> None:
         sys.exit(1)
 
 
+@cli.command(short_help="Check the engine, GPUs, ssh setup and boxes; one line per check.")
+@click.argument("box", required=False)
+@_host_opt
+@_ssh_config_opt
+def doctor(box: str | None, host: str | None, ssh_config: Path | None) -> None:
+    """Check everything between here and your boxes: engine, GPU passthrough, ssh Include, key file
+    modes, and each box's sshd answering with its pinned key. One line per check with its fix;
+    exit 1 when one fails."""
+    from devbox import hostcheck, hosts
+
+    target = hosts.resolve(host, box=box)
+    if _print_checks(hostcheck.doctor(target, box, ssh_config)):
+        sys.exit(1)
+
+
 def _print_checks(checks) -> bool:
     """One line per check; True when one failed."""
     marks = {"ok": "[green]ok  [/green]", "warn": "[yellow]warn[/yellow]", "fail": "[red]FAIL[/red]"}

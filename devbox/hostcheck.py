@@ -9,11 +9,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devbox import allocation
 from devbox.engine import Engine, describe_error
 from devbox.errors import DevboxError, UsageError
 from devbox.hosts import Host
+
+if TYPE_CHECKING:
+    from devbox.boxes import Box
 from devbox.tunnel import HostKeyUnknown, Tunnel, fingerprints
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -150,3 +154,76 @@ def trust(host: Host, confirm: Callable[[list[str]], bool], ssh_config: Path | N
     path = tunnel.record_host_key(lines)
     tunnel.open()  # proves the recorded key is the one OpenSSH now accepts
     return TrustResult(tuple(shown), path)
+
+
+# ---------------------------------------------------------------- doctor
+
+
+def doctor(host: Host, box: str | None = None, ssh_config: Path | None = None) -> list[Check]:
+    """Everything between this machine and its boxes: the host checks, devbox's files here, and
+    each box's sshd answering with its pinned key (the one box `box`, or all of yours there)."""
+    checks = check(host, ssh_config)
+    checks += _client_files(ssh_config)
+    if any(c.status == FAIL and c.what in ("ssh", "docker") for c in checks):
+        return checks
+    engine = Engine.connect(host, ssh_config=ssh_config)
+    from devbox import boxes
+
+    targets = [boxes.get_box(engine, box)] if box else boxes.list_boxes(engine, engine.owner)
+    checks += [_box_login(engine, b) for b in targets]
+    return checks
+
+
+def _client_files(ssh_config: Path | None) -> list[Check]:
+    from devbox import paths, sshconfig
+
+    checks = []
+    user_config = sshconfig.user_config_path(ssh_config)
+    try:
+        text = user_config.read_bytes().decode("utf-8", "surrogateescape")
+    except OSError:
+        text = ""
+    if sshconfig.config_includes(text):
+        checks.append(Check("ssh config", OK, f"{user_config} includes devbox's entries before any Host"))
+    else:
+        checks.append(
+            Check(
+                "ssh config",
+                FAIL,
+                f"{user_config} does not include devbox's entries (before any Host/Match)",
+                f"add this line at its top: {sshconfig.include_line()}",
+            )
+        )
+    for path, mode in (
+        (paths.config_dir(), 0o700),
+        (paths.user_key_path(), 0o600),
+        (paths.known_hosts_path(), 0o600),
+    ):
+        if not path.exists():
+            continue
+        actual = path.stat().st_mode & 0o777
+        if actual & ~mode:
+            checks.append(
+                Check("key files", FAIL, f"{path} is mode {actual:o}, not {mode:o}", f"chmod {mode:o} {path}")
+            )
+    if not any(c.what == "key files" for c in checks):
+        checks.append(Check("key files", OK, f"{paths.config_dir()}: private"))
+    return checks
+
+
+def _box_login(engine: Engine, box: Box) -> Check:
+    from devbox import boxes, sshclient
+
+    what = f"box {box.name}"
+    if not box.running:
+        return Check(what, WARN, f"{box.status}", f"`devbox start {box.name}`")
+    target = sshclient.Target(box.alias, box.port, box.user, proxy=engine.proxy_command(box.port))
+    try:
+        sshclient.connect(target, boxes.identity_of(box), timeout=10).close()
+    except DevboxError as exc:
+        return Check(what, FAIL, exc.message, exc.hint or f"`devbox up {box.name}` re-pins and re-authorizes")
+    except Exception as exc:  # paramiko's many ways to say no
+        return Check(
+            what, FAIL, f"sshd did not accept a login: {describe_error(exc)}", f"`devbox restart {box.name}`"
+        )
+    return Check(what, OK, f"sshd on port {box.port} answers with its pinned key; login as {box.user} works")

@@ -255,6 +255,9 @@ def test_up_on_a_remote_host_works_from_the_laptop_with_plain_ssh_scp_and_sftp(
     assert len(gpus["gpus"]) == GPU1_COUNT
     assert gpus["gpus"][1]["holder"] == f"{gpu1.account}/rbox"
 
+    doctor = laptop.ok("doctor", "rbox").stdout
+    assert "box rbox" in doctor and "answers with its pinned key" in doctor
+
     laptop.ok("rm", "rbox", "--purge")
     assert boxes_on(client, "rbox") == []
     assert "devbox-rbox" not in (laptop.user.home / ".ssh" / "devbox" / "config").read_text()

@@ -236,3 +236,19 @@ def test_rm_removes_a_box_whose_labels_are_damaged(user: User, client, env, name
     assert devbox_containers(client, name) == []
     with pytest.raises(docker.errors.NotFound):
         damaged.reload()
+
+
+def test_doctor_checks_engine_ssh_setup_keys_and_each_box_login(fresh_user: User, name: str) -> None:
+    fresh_user.ok("up", name)
+    try:
+        lines = fresh_user.ok("doctor").stdout.splitlines()
+        status = {ln.split()[1]: ln.split()[0] for ln in lines}
+        assert status["docker"] == status["ssh"] == status["key"] == status["box"] == "ok", lines
+        assert any(f"box {name}" in ln and "answers with its pinned key" in ln for ln in lines)
+        fresh_user.key_path.chmod(0o644)
+        proc = fresh_user.devbox("doctor", name)
+        assert proc.returncode == 1
+        assert f"chmod 600 {fresh_user.key_path}" in proc.stdout
+    finally:
+        fresh_user.key_path.chmod(0o600)
+        fresh_user.devbox("rm", name, "--purge")
