@@ -102,12 +102,17 @@ def wait_ready(
 
     deadline = time.monotonic() + timeout
     last_error = "no answer"
+    attempt = 0
     while time.monotonic() < deadline:
         dead = still_running()
         if dead:
             raise DevboxError(dead)
+        # Short first tries, longer later ones: before sshd listens, a connection through Docker's
+        # proxy (or a server's ssh master) can stay open without a banner until the timeout.
+        attempt_timeout = min(5.0, 0.5 * 2**attempt)
+        attempt += 1
         try:
-            connect(target, identity, timeout=5.0).close()
+            connect(target, identity, timeout=attempt_timeout).close()
             return
         except paramiko.BadHostKeyException:
             raise DevboxError(
