@@ -19,7 +19,7 @@ from devbox.hosts import LOCAL, LOCAL_HOST, Host, HostResult, across
 from devbox.image import ensure_image
 from devbox.keys import known_hosts
 from devbox.keys.keypair import Identity, KeyPair, ensure_user_key, generate_ed25519, load_identity
-from devbox.spec import READY_TIMEOUT_S, BoxSpec
+from devbox.spec import READY_TIMEOUT_S, BoxSpec, env_digest
 
 if TYPE_CHECKING:
     from docker.models.containers import Container
@@ -28,6 +28,8 @@ Progress = Callable[[str], None]
 T = TypeVar("T")
 # Below Linux's ephemeral range (32768+), so outgoing connections don't squat a stopped box's port.
 PORT_RANGE = range(20000, 32000)
+# Docker counts threads too; DataLoader workers with many threads each need room.
+PIDS_LIMIT = 16384
 
 
 @dataclass(frozen=True)
@@ -255,6 +257,7 @@ def _up_existing(
     except json.JSONDecodeError:
         recorded = {}
     wanted = spec.fingerprint()
+    recorded["env"] = sorted(_digested(e) for e in recorded.get("env") or [])
     keys = wanted.keys() if given is None else [k for k in wanted if k in given]
     differs = sorted(k for k in keys if json.dumps(recorded.get(k)) != json.dumps(wanted[k]))
     if differs:
@@ -272,6 +275,12 @@ def _up_existing(
     _wait_ready(engine, box, identity, timeout)
     include, settings, warning = _publish(box, ssh_config, identity)
     return UpResult(get_box(engine, spec.name), False, include, settings, warning)
+
+
+def _digested(entry: str) -> str:
+    """A recorded --env entry as fingerprints keep them now: boxes made before recorded K=V itself."""
+    key, _, value = entry.partition("=")
+    return entry if value.startswith("sha256:") else f"{key}=sha256:{env_digest(key, value)}"
 
 
 def _show(value: object) -> str:
@@ -426,6 +435,24 @@ def _create_args(
         "init": True,
         "detach": True,
     }
+    # Least privilege, found by test: the root entrypoint needs CHOWN/DAC_OVERRIDE/FOWNER, sshd's
+    # privilege separation SETUID/SETGID/SYS_CHROOT, pty logins AUDIT_WRITE. With sudo, KILL and
+    # FSETID keep `sudo kill` and package installs working; without it nothing may gain privileges.
+    caps = [
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "SETUID",
+        "SETGID",
+        "SYS_CHROOT",
+        "AUDIT_WRITE",
+        "NET_BIND_SERVICE",
+    ]
+    args["cap_drop"] = ["ALL"]
+    args["cap_add"] = caps + (["KILL", "FSETID"] if spec.sudo else [])
+    args["pids_limit"] = PIDS_LIMIT
+    if not spec.sudo:
+        args["security_opt"] = ["no-new-privileges"]
     if spec.workdir:
         args["working_dir"] = spec.workdir
     if spec.memory:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from devbox import paths
 from devbox.errors import DevboxError, UsageError
 from devbox.hosts import LOCAL_HOST, Host
-from devbox.spec import HostFacts
+from devbox.spec import HostFacts, local_access
 from devbox.tunnel import RemoteLogin, Tunnel
 from devbox.users import LoginUser, box_user, local_user, owner_name
 
@@ -120,7 +120,18 @@ class Engine:
     def facts(self) -> HostFacts:
         """What a BoxSpec needs from this host: its login, home and file system."""
         where = "" if self.is_local else f" on {self.host.name}"
-        return HostFacts(self.box_user(), self.home(), self.path_exists, where)
+        return HostFacts(self.box_user(), self.home(), self.path_exists, where, self.path_access)
+
+    def path_access(self, path: str, write: bool) -> bool:
+        """Whether the host login may read `path` (a directory: also enter it), and write it too
+        when `write`: devbox never hands a box more than its user has on the host."""
+        if self.tunnel is None:
+            return local_access(path, write)
+        test = 'test -r "$1" && { test ! -d "$1" || test -x "$1"; } && { test "$2" = r || test -w "$1"; }'
+        done = self.tunnel.run(["sh", "-c", test, "sh", path, "w" if write else "r"])
+        if done.returncode not in (0, 1):
+            raise self.tunnel.failure(done.stderr)
+        return done.returncode == 0
 
     def path_exists(self, path: str) -> bool:
         if self.tunnel is None:

@@ -1,7 +1,7 @@
 #!/bin/sh
 # devbox entrypoint (run by docker-init as PID 1's child): make the login user match the
-# client's UID/GID, hand the container's environment to ssh sessions, then run sshd in the
-# foreground. It runs at every start, so everything here is idempotent.
+# client's UID/GID, hand the container's environment and workdir to ssh sessions, then run
+# sshd in the foreground. It runs at every start, so everything here is idempotent.
 set -eu
 
 : "${DEVBOX_USER:?DEVBOX_USER is not set}" "${DEVBOX_UID:?}" "${DEVBOX_GID:?}"
@@ -10,11 +10,36 @@ home="/home/$user"
 conf=/etc/devbox
 run=/run/devbox
 
+# The mount point that holds path $1 (the path itself or a parent), other than / and the
+# allowed mount $2; fails when there is none. /proc/self/mountinfo escapes ' ' and '\' (paths
+# here hold no other characters it escapes: --workdir refuses control characters).
+mount_of() {
+    MOUNT_PATH=$(printf '%s' "$1" | sed 's/\\/\\134/g; s/ /\\040/g') \
+        MOUNT_ALLOWED=${2:-} awk '
+        BEGIN { p = ENVIRON["MOUNT_PATH"]; allowed = ENVIRON["MOUNT_ALLOWED"] }
+        $5 != "/" && $5 != allowed && (p == $5 || index(p, $5 "/") == 1) { print $5; found = 1; exit }
+        END { exit !found }' /proc/self/mountinfo
+}
+
+# A --mount puts the host's files into the box: this script runs as root and must never write
+# through one, so every path it writes is checked here first (a mount slipped past devbox's checks).
+refuse_mounted() {
+    if mp=$(mount_of "$@"); then
+        echo "devbox: cannot write $1: $mp is mounted from the host; remove that --mount" >&2
+        exit 1
+    fi
+}
+
+refuse_mounted "$conf"
+refuse_mounted "$run"
+
 # Rewrite a passwd-style file through awk (args after the file name); `cat >` keeps the file's
 # mode and owner, and umask 077 keeps the temporary copy of /etc/shadow private.
 rewrite() {
     file=$1
     shift
+    refuse_mounted "$file"
+    refuse_mounted "$file.devbox-tmp"
     [ -f "$file" ] || return 0
     (umask 077 && awk -F: "$@" "$file" >"$file.devbox-tmp")
     cat "$file.devbox-tmp" >"$file"
@@ -27,6 +52,7 @@ if [ -z "$group" ]; then
     if awk -F: -v g="$group" '$1 == g { found = 1 } END { exit !found }' /etc/group; then
         group="devbox$DEVBOX_GID"
     fi
+    refuse_mounted /etc/group
     echo "$group:x:$DEVBOX_GID:" >>/etc/group
 fi
 
@@ -43,7 +69,9 @@ if [ -f /etc/shadow ]; then
     echo "$user:*:19000:0:99999:7:::" >>/etc/shadow
 fi
 
+refuse_mounted /etc/sudoers.d/devbox
 if [ "${DEVBOX_SUDO:-1}" = 1 ] && command -v sudo >/dev/null 2>&1; then
+    refuse_mounted /etc/sudoers
     mkdir -p /etc/sudoers.d
     grep -Eq '^[@#]includedir[[:space:]]+/etc/sudoers.d' /etc/sudoers 2>/dev/null ||
         echo "@includedir /etc/sudoers.d" >>/etc/sudoers
@@ -56,11 +84,19 @@ fi
 # The home volume starts empty and root-owned (or holds the image's /home/$user): seed it from
 # /etc/skel without overwriting, and chown it all only when the owner changed; a recursive
 # chown of a big home at every start would be slow. Mounts inside the home (--mount ...:~/x) are
-# the host's files: never chown into them.
+# the host's files: never chown or copy into them.
+refuse_mounted "$home" "$home"
 mkdir -p "$home"
 marker="$home/.devbox-home"
+refuse_mounted "$marker" "$home"
 if [ "$(cat "$marker" 2>/dev/null)" != "$DEVBOX_UID:$DEVBOX_GID" ]; then
-    [ -d /etc/skel ] && cp -an /etc/skel/. "$home/" 2>/dev/null || true
+    # Only what the home lacks at its top level: an existing directory there may be a mount, or a
+    # symlink the user made, and root must not write into either.
+    for skel in /etc/skel/.[!.]* /etc/skel/..?* /etc/skel/*; do
+        [ -e "$skel" ] || [ -L "$skel" ] || continue
+        dest="$home/${skel##*/}"
+        [ -e "$dest" ] || [ -L "$dest" ] || cp -a "$skel" "$dest" 2>/dev/null || true
+    done
     set --
     for mp in $(awk -v h="$home/" 'index($5, h) == 1 { print $5 }' /proc/self/mountinfo); do
         set -- "$@" -path "$mp" -prune -o
@@ -75,22 +111,27 @@ fi
 chown "$DEVBOX_UID:$DEVBOX_GID" "$home"
 chmod 0750 "$home"
 
-# Docker creates --workdir root-owned; hand it over while it is still an empty, private directory.
+# Docker creates --workdir root-owned; hand it over while it is still an empty, private directory
+# that Docker made (one on a --mount is the host's directory: its owner stays).
 workdir=${DEVBOX_WORKDIR:-}
 if [ -n "$workdir" ] && [ -d "$workdir" ] && [ -z "$(ls -A "$workdir")" ] &&
-    [ "$(stat -c %u "$workdir")" = 0 ] && [ -z "$(find "$workdir" -maxdepth 0 -perm -o+w)" ]; then
+    [ "$(stat -c %u "$workdir")" = 0 ] && [ -z "$(find "$workdir" -maxdepth 0 -perm -o+w)" ] &&
+    ! mount_of "$workdir" >/dev/null; then
     chown "$DEVBOX_UID:$DEVBOX_GID" "$workdir"
 fi
 
-# ssh sessions do not inherit the container's environment: hand it over (CUDA paths, NVIDIA_*,
-# --env values) via sshd's SetEnv for every session, and a profile script for login shells,
-# whose /etc/profile would otherwise reset PATH. Both may hold --env secrets: only root and the
-# user's group can read them.
+# ssh sessions do not inherit the container's environment. sshd runs /etc/devbox/session.sh for
+# every session (ForceCommand), which reads the environment (CUDA paths, NVIDIA_*, --env values)
+# from env.sh and starts in the workdir; login shells read env.sh again from /etc/profile.d, since
+# /etc/profile resets PATH. Single quotes carry every value exactly (--env refuses newlines; an
+# image variable holding one is left out). env.sh may hold --env secrets: only root and the
+# user's group can read it.
 mkdir -p "$run"
 chmod 0755 "$run"
-(umask 077 && cp "$conf/sshd_config" "$run/sshd_config")
-: >"$run/env.sh"
-setenv=""
+env_file="$run/env.sh"
+: >"$env_file"
+chgrp "$DEVBOX_GID" "$env_file"
+chmod 0640 "$env_file"
 for name in $(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' | sort -u); do
     case $name in
     HOME | HOSTNAME | PWD | OLDPWD | SHLVL | TERM | USER | LOGNAME | SHELL | MAIL | _ | DEVBOX_*) continue ;;
@@ -99,28 +140,38 @@ for name in $(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' | sort -u); d
     case $value in *"
 "*) continue ;; esac
     sq=$(printf '%s' "$value" | sed "s/'/'\\\\''/g")
-    printf "export %s='%s'\n" "$name" "$sq" >>"$run/env.sh"
-    # OpenSSH before 8.7 cannot unescape quotes or backslashes in SetEnv: such values reach
-    # login shells through the profile script only.
-    case $value in *'"'* | *'\'*) continue ;; esac
-    setenv="$setenv $name=\"$value\""
+    printf "export %s='%s'\n" "$name" "$sq" >>"$env_file"
 done
-chgrp "$DEVBOX_GID" "$run/env.sh"
-chmod 0640 "$run/env.sh"
+printf '%s\n' "$workdir" >"$run/workdir"
 if [ -d /etc/profile.d ]; then
-    cp -p "$run/env.sh" /etc/profile.d/zz-devbox-env.sh
+    refuse_mounted /etc/profile.d/zz-devbox-env.sh
+    cp -p "$env_file" /etc/profile.d/zz-devbox-env.sh
 fi
+
+refuse_mounted /run/sshd
 mkdir -p /run/sshd
 chmod 0755 /run/sshd
-if [ -n "$setenv" ]; then
-    # sshd keeps only the first SetEnv line it reads, so every variable goes on one line.
-    cp "$run/sshd_config" "$run/sshd_config.base"
-    printf 'SetEnv%s\n' "$setenv" >>"$run/sshd_config"
-    # OpenSSH before 7.8 has no SetEnv: fall back to the profile script rather than no sshd.
-    if ! /usr/sbin/sshd -t -f "$run/sshd_config" 2>/dev/null; then
-        echo "devbox: this sshd has no SetEnv; the environment reaches login shells only" >&2
-        mv "$run/sshd_config.base" "$run/sshd_config"
+
+# sshd_config lists the algorithms devbox wants, post-quantum key exchange first; keep those this
+# sshd knows, so older base images still start (a keyword left with none gets sshd's defaults).
+config="$run/sshd_config"
+(umask 077 && grep -Ev '^(KexAlgorithms|Ciphers|MACs)[[:space:]]' "$conf/sshd_config" >"$config")
+for keyword in KexAlgorithms Ciphers MACs; do
+    wanted=$(awk -v k="$keyword" '$1 == k { print $2; exit }' "$conf/sshd_config")
+    [ -n "$wanted" ] || continue
+    known=$wanted
+    if ! /usr/sbin/sshd -t -f "$config" -o "$keyword=$wanted" 2>/dev/null; then
+        known=""
+        unknown=""
+        for name in $(printf '%s' "$wanted" | tr ',' ' '); do
+            if /usr/sbin/sshd -t -f "$config" -o "$keyword=$name" 2>/dev/null; then
+                known="${known:+$known,}$name"
+            else
+                unknown="${unknown:+$unknown,}$name"
+            fi
+        done
+        echo "devbox: this sshd lacks $unknown; $keyword: ${known:-its defaults}" >&2
     fi
-    rm -f "$run/sshd_config.base"
-fi
-exec /usr/sbin/sshd -D -e -f "$run/sshd_config"
+    [ -z "$known" ] || echo "$keyword $known" >>"$config"
+done
+exec /usr/sbin/sshd -D -e -f "$config"

@@ -6,6 +6,11 @@ missing=""
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
 command -v tmux >/dev/null 2>&1 || missing="$missing tmux"
 command -v sudo >/dev/null 2>&1 || missing="$missing sudo"
+# Sessions run behind devbox's session script (ForceCommand), where sshd's built-in sftp cannot
+# serve: sftp and scp need the sftp-server program, which Alpine packages apart from sshd.
+if command -v apk >/dev/null 2>&1 && [ ! -x /usr/lib/ssh/sftp-server ]; then
+    missing="$missing openssh-sftp-server"
+fi
 
 if [ -z "$missing" ]; then
     echo "devbox: openssh-server, tmux and sudo are already in the base image"

@@ -117,7 +117,7 @@ def test_layer_scripts_start_with_sh_shebang_and_fail_fast(script: str) -> None:
 def test_entrypoint_reads_the_payload_from_etc_devbox_and_runs_sshd_in_the_foreground() -> None:
     text = package_file("entrypoint.sh").decode()
     assert re.search(r"^conf=/etc/devbox$", text, re.MULTILINE)
-    assert 'cp "$conf/sshd_config"' in text
+    assert '"$conf/sshd_config" >"$config"' in text
     assert re.search(r"^exec /usr/sbin/sshd -D ", text, re.MULTILINE)
 
 
@@ -170,6 +170,7 @@ def test_payload_is_the_devbox_dir_with_config_keys_and_modes(host_key: KeyPair,
     assert {name: (m.type, m.mode) for name, (m, _) in members.items()} == {
         "devbox": (tarfile.DIRTYPE, 0o755),
         "devbox/sshd_config": (tarfile.REGTYPE, 0o644),
+        "devbox/session.sh": (tarfile.REGTYPE, 0o755),
         "devbox/ssh_host_ed25519_key": (tarfile.REGTYPE, 0o600),
         "devbox/ssh_host_ed25519_key.pub": (tarfile.REGTYPE, 0o644),
         "devbox/authorized_keys": (tarfile.REGTYPE, 0o644),

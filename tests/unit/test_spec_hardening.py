@@ -1,0 +1,335 @@
+"""Hardening of what a spec accepts and what it hands the box: mount targets the root entrypoint
+writes, mount sources the user could not read or write, --env values that a session could not get
+exactly, env secrets kept out of labels, and the sshd settings every client must still meet."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import paramiko
+import pytest
+from devbox.keys.keypair import Identity, generate_ed25519
+from hypothesis import given
+from hypothesis import strategies as st
+
+from devbox.errors import UsageError
+from devbox.gpus import GpuSelection
+from devbox.spec import (
+    BoxSpec,
+    HostFacts,
+    LoginUser,
+    Mount,
+    from_flags,
+    local_access,
+    parse_env,
+    parse_mount,
+)
+from devbox.trust import payload, session_script, sshd_config
+
+BOB = LoginUser("bob", 1500, 1500)
+
+
+def usage_error(fn, *args, **kwargs) -> UsageError:
+    with pytest.raises(UsageError) as info:
+        fn(*args, **kwargs)
+    assert info.value.exit_code == 2
+    assert "\n" not in str(info.value)
+    return info.value
+
+
+# --- mount targets -------------------------------------------------------------------------------
+
+ENTRYPOINT_WRITES = [
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/sudoers.d/devbox",
+    "/etc/profile.d",
+    "/etc/profile.d/zz-devbox-env.sh",
+    "/etc/ssh",
+    "/etc/ssh/sshd_config",
+    "/etc/devbox",
+    "/etc/devbox/authorized_keys",
+    "/run/devbox",
+    "/run/devbox/env.sh",
+    "/run/sshd",
+    "/usr/local/lib/devbox",
+    "/usr/local/lib/devbox/entrypoint.sh",
+]
+THEIR_PARENTS = ["/", "/etc", "/run", "/usr", "/usr/local", "/usr/local/lib"]
+
+
+@pytest.mark.parametrize("target", ENTRYPOINT_WRITES + THEIR_PARENTS)
+def test_mounting_over_what_the_root_entrypoint_writes_or_a_parent_is_refused(
+    tmp_path: Path, target: str
+) -> None:
+    err = usage_error(from_flags, name="x", image="img", mounts=[f"{tmp_path}:{target}"])
+    assert err.message == f"cannot mount over {target}"
+    assert "devbox manages" in (err.hint or "")
+
+
+@pytest.mark.parametrize("target", ["/var/run", "/var/run/devbox", "/var/run/sshd", "/var/run/devbox/x"])
+def test_var_run_is_the_same_place_as_run(tmp_path: Path, target: str) -> None:
+    # Debian-family images link /var/run to /run, and Docker follows that link for a mount target.
+    err = usage_error(from_flags, name="x", image="img", mounts=[f"{tmp_path}:{target}"])
+    assert err.message == f"cannot mount over {target}"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/etc/passwd.d",
+        "/etc/passwdx",
+        "/etc/sshx",
+        "/etc/myapp",
+        "/etc/pip.conf",
+        "/run/user-data",
+        "/var/run-data",
+        "/var",
+        "/usr/local/cuda",
+        "/usr/local/lib/python3",
+        "/workspace",
+        "/home/dev/data",
+    ],
+)
+def test_targets_next_to_reserved_ones_are_fine(tmp_path: Path, target: str) -> None:
+    spec = from_flags(name="x", image="img", mounts=[f"{tmp_path}:{target}"])
+    assert [m.target for m in spec.mounts] == [target]
+
+
+def test_a_target_that_normalizes_into_a_reserved_one_is_refused(tmp_path: Path) -> None:
+    err = usage_error(from_flags, name="x", image="img", mounts=[f"{tmp_path}:/etc/x/../sudoers.d/"])
+    assert err.message == "cannot mount over /etc/sudoers.d"
+
+
+# --- mount sources the user could not read or write ------------------------------------------------
+
+
+def facts_with(access, exists=lambda _p: True) -> HostFacts:
+    return HostFacts(BOB, "/srv/home", exists=exists, where=" on gpu1", access=access)
+
+
+def test_a_source_the_user_cannot_read_is_refused_naming_it_and_the_host() -> None:
+    facts = facts_with(lambda path, write: path != "/etc/shadow")
+    err = usage_error(parse_mount, "/etc/shadow:/mnt/x:ro", facts)
+    assert err.message == "you cannot read mount source /etc/shadow on gpu1"
+    assert "mounts only what you can read" in (err.hint or "")
+
+
+def test_a_read_write_source_the_user_cannot_write_is_refused_with_the_ro_form_as_hint() -> None:
+    facts = facts_with(lambda _path, write: not write)
+    err = usage_error(parse_mount, "/srv/data:/data", facts)
+    assert err.message == "you cannot write mount source /srv/data on gpu1"
+    assert "/srv/data:/data:ro" in (err.hint or "")
+
+
+def test_the_same_source_read_only_is_fine_when_only_reading_is_allowed() -> None:
+    facts = facts_with(lambda _path, write: not write)
+    assert parse_mount("/srv/data:/data:ro", facts) == Mount("/srv/data", "/data", True)
+
+
+def test_access_is_asked_for_the_expanded_path_read_then_write_for_rw() -> None:
+    asked: list[tuple[str, bool]] = []
+
+    def access(path: str, write: bool) -> bool:
+        asked.append((path, write))
+        return True
+
+    parse_mount("~/./a/../data/:/d", facts_with(access))
+    parse_mount("~/ro:/r:ro", facts_with(access))
+    assert asked == [("/srv/home/data", False), ("/srv/home/data", True), ("/srv/home/ro", False)]
+
+
+def test_a_missing_source_is_reported_as_missing_before_access_is_asked() -> None:
+    asked: list[str] = []
+    facts = facts_with(lambda p, _w: asked.append(p) or True, exists=lambda _p: False)
+    err = usage_error(parse_mount, "/nope:/d", facts)
+    assert "does not exist" in err.message and asked == []
+
+
+def test_facts_without_an_access_check_ask_nothing() -> None:
+    facts = HostFacts(BOB, "/srv/home", exists=None)
+    assert facts.access is None
+    assert parse_mount("/etc/shadow:/mnt/x:ro", facts).source == "/etc/shadow"
+    assert HostFacts.unchecked().access is None
+
+
+def test_local_facts_check_access_on_this_machine() -> None:
+    assert HostFacts.local().access is local_access
+
+
+def test_local_access_asks_for_read_and_enter_on_a_directory_and_write_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "f").write_text("x")
+    modes: list[tuple[str, int]] = []
+    monkeypatch.setattr(os, "access", lambda path, mode: modes.append((path, mode)) or True)
+    local_access(str(tmp_path), False)
+    local_access(str(tmp_path), True)
+    local_access(str(tmp_path / "f"), False)
+    local_access(str(tmp_path / "f"), True)
+    assert modes == [
+        (str(tmp_path), os.R_OK | os.X_OK),
+        (str(tmp_path), os.R_OK | os.W_OK | os.X_OK),
+        (str(tmp_path / "f"), os.R_OK),
+        (str(tmp_path / "f"), os.R_OK | os.W_OK),
+    ]
+
+
+@pytest.mark.skipif(os.getuid() == 0, reason="root may read and write anything")
+def test_local_access_refuses_an_unreadable_file_for_an_ordinary_user(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("x")
+    secret.chmod(0)
+    assert not local_access(str(secret), False)
+
+
+def test_from_flags_checks_every_mount_source_with_the_hosts_access() -> None:
+    facts = facts_with(lambda path, _write: path != "/srv/secret")
+    err = usage_error(
+        from_flags, name="x", image="img", mounts=["/srv/ok:/a", "/srv/secret:/b:ro"], facts=facts
+    )
+    assert err.message == "you cannot read mount source /srv/secret on gpu1"
+
+
+# --- --env and --workdir values ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["K=a\nb", "K=\n", "K=a\0b", "K=line1\nline2\n"])
+def test_env_values_with_a_newline_or_nul_are_refused(text: str) -> None:
+    err = usage_error(parse_env, text)
+    assert err.message == "--env K holds a newline or NUL"
+
+
+def test_env_values_that_are_not_utf8_are_refused() -> None:
+    undecodable = b"K=caf\xe9".decode(errors="surrogateescape")  # what argv gives for Latin-1 bytes
+    err = usage_error(parse_env, undecodable)
+    assert err.message == "--env K is not valid UTF-8 text"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['a"b', "back\\slash", "$HOME `id` $(id)", "it's", "  two  spaces  ", "ünïcødé ✓", "tab\there", "#x", ""],
+)
+def test_env_values_with_quotes_dollars_spaces_and_unicode_are_kept_exactly(value: str) -> None:
+    assert parse_env(f"K={value}") == ("K", value)
+
+
+@given(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\0")))
+def test_any_text_without_newline_or_nul_is_kept_exactly(value: str) -> None:
+    assert parse_env(f"SOME_VAR={value}") == ("SOME_VAR", value)
+
+
+@pytest.mark.parametrize("workdir", ["/work\nspace", "/a\tb", "/x\x1b[31m", "/del\x7f"])
+def test_workdir_with_a_control_character_is_refused(workdir: str) -> None:
+    err = usage_error(from_flags, name="x", image="img", workdir=workdir)
+    assert "control character" in err.message
+
+
+# --- env secrets in the fingerprint label ------------------------------------------------------------
+
+
+def spec_with_env(*env: tuple[str, str]) -> BoxSpec:
+    return BoxSpec(name="box", image="img", user=BOB, gpus=GpuSelection.none(), env=env)
+
+
+def test_fingerprint_holds_no_env_value_only_names_and_digests() -> None:
+    secret = "hunter2-Sup3r-S3cret"
+    label = json.dumps(spec_with_env(("API_TOKEN", secret), ("B", "x y")).fingerprint(), sort_keys=True)
+    assert secret not in label and "x y" not in label
+    env = json.loads(label)["env"]
+    assert [e.split("=")[0] for e in env] == ["API_TOKEN", "B"]
+    assert all(re.fullmatch(r"[A-Z_]+=sha256:[0-9a-f]{64}", e) for e in env)
+
+
+def test_fingerprint_tells_a_changed_value_from_the_same_one() -> None:
+    same = spec_with_env(("K", "v1")).fingerprint()
+    assert spec_with_env(("K", "v1")).fingerprint() == same
+    assert spec_with_env(("K", "v2")).fingerprint() != same
+    # The name is part of what is hashed: moving a value to another name is a change.
+    assert spec_with_env(("A", "B=c")).fingerprint() != spec_with_env(("A=B", "c")).fingerprint()
+
+
+def test_fingerprint_survives_a_json_round_trip_as_the_label_does() -> None:
+    fp = spec_with_env(("K", 'ünï "q"'), ("J", "")).fingerprint()
+    assert json.loads(json.dumps(fp, sort_keys=True)) == fp
+
+
+# --- sshd settings and the session script --------------------------------------------------------------
+
+
+def sshd_values(keyword: str) -> list[str]:
+    lines = [ln.split(None, 1) for ln in sshd_config("alice").splitlines() if ln and not ln.startswith("#")]
+    return [value.strip() for key, value in lines if key.lower() == keyword.lower()]
+
+
+def test_key_exchange_offers_post_quantum_hybrids_first_with_a_classical_fallback() -> None:
+    [kex] = sshd_values("KexAlgorithms")
+    names = kex.split(",")
+    assert names[:3] == [
+        "mlkem768x25519-sha256",
+        "sntrup761x25519-sha512",
+        "sntrup761x25519-sha512@openssh.com",
+    ]
+    assert "curve25519-sha256" in names
+    assert not any(n.startswith(("diffie-hellman", "ecdh-")) for n in names)
+
+
+def test_only_encrypt_then_mac_macs_are_offered() -> None:
+    [macs] = sshd_values("MACs")
+    assert macs and all(m.endswith("-etm@openssh.com") for m in macs.split(","))
+
+
+def test_paramiko_can_negotiate_every_part_of_the_box_sshd_config() -> None:
+    # devbox itself logs in with paramiko: each list must keep a choice it implements.
+    transport = paramiko.Transport
+    for keyword, supported in (
+        ("KexAlgorithms", transport._kex_info),
+        ("Ciphers", transport._cipher_info),
+        ("MACs", transport._mac_info),
+        ("HostKeyAlgorithms", transport._key_info),
+    ):
+        [value] = sshd_values(keyword)
+        assert set(value.split(",")) & set(supported), keyword
+
+
+def test_paramiko_without_aes_gcm_still_has_a_cipher_and_mac_pair() -> None:
+    # paramiko before 3.5 has no AES-GCM: its CTR ciphers need an ETM MAC it knows.
+    [ciphers], [macs] = sshd_values("Ciphers"), sshd_values("MACs")
+    assert {"aes256-ctr", "aes128-ctr"} & set(ciphers.split(","))
+    assert {"hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com"} & set(macs.split(","))
+
+
+def test_every_session_goes_through_the_session_script_in_the_payload() -> None:
+    assert sshd_values("ForceCommand") == ["/etc/devbox/session.sh"]
+    assert sshd_values("SetEnv") == []
+    identity = Identity(Path("/nonexistent/id"), generate_ed25519("alice@laptop").public_line)
+    with tarfile.open(fileobj=io.BytesIO(payload("alice", identity, generate_ed25519("h")))) as tar:
+        member = tar.getmember("devbox/session.sh")
+        assert member.mode == 0o755
+        assert tar.extractfile(member).read() == session_script()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("shell", [sh for sh in ("sh", "dash", "bash") if shutil.which(sh)])
+def test_session_script_is_valid_posix_shell(shell: str, tmp_path: Path) -> None:
+    script = tmp_path / "session.sh"
+    script.write_bytes(session_script())
+    proc = subprocess.run([shell, "-n", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_session_script_never_stops_on_an_error() -> None:
+    # A failing `set -e` step would lock the user out of their box: the script must not use it.
+    text = session_script().decode()
+    assert text.startswith("#!/bin/sh\n")
+    assert not re.search(r"^set -\w*e", text, re.MULTILINE)
