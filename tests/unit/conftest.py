@@ -1,8 +1,41 @@
 """Unit-test settings shared by every module here."""
 
+from pathlib import Path
+
+import pytest
 from hypothesis import settings
+
+from devbox.errors import UsageError
 
 # The 2-core CI machine also runs a dockerd and e2e boxes: wall-clock deadlines would make
 # property tests flaky without making them any stricter.
 settings.register_profile("devbox", deadline=None)
 settings.load_profile("devbox")
+
+
+@pytest.fixture
+def clean_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh $HOME, and none of devbox's or XDG's variables: the real hosts.yaml, ~/.ssh and
+    agent are never read."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var in (
+        "XDG_CONFIG_HOME",
+        "XDG_RUNTIME_DIR",
+        "DEVBOX_SSH_CONFIG",
+        "DEVBOX_HOST_PREFIX",
+        "DEVBOX_HOST",
+        "SSH_AUTH_SOCK",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    return home
+
+
+def usage_error(fn, *args, **kwargs) -> UsageError:
+    """The UsageError `fn` raises: exit code 2 and a single line, as the CLI prints it."""
+    with pytest.raises(UsageError) as info:
+        fn(*args, **kwargs)
+    assert info.value.exit_code == 2
+    assert "\n" not in str(info.value)
+    return info.value

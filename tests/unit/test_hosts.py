@@ -19,22 +19,12 @@ from devbox.errors import DevboxError, NotFoundError, UsageError
 from devbox.hosts import LOCAL_HOST, Host, HostsConfig
 from devbox.sshconfig import HostEntry
 
+from .conftest import usage_error
+
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh $HOME and config dir for every test: the real hosts.yaml and ~/.ssh are never read."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for var in (
-        "XDG_CONFIG_HOME",
-        "XDG_RUNTIME_DIR",
-        "DEVBOX_SSH_CONFIG",
-        "DEVBOX_HOST_PREFIX",
-        "DEVBOX_HOST",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    return home
+def home(clean_home: Path) -> Path:
+    return clean_home
 
 
 def hosts_file() -> Path:
@@ -60,14 +50,6 @@ def record_box(box: str, jump: str = "", port: int = 40100) -> HostEntry:
     )
     sshconfig.upsert(entry)
     return entry
-
-
-def usage_error(fn, *args) -> UsageError:
-    with pytest.raises(UsageError) as info:
-        fn(*args)
-    assert info.value.exit_code == 2
-    assert "\n" not in str(info.value)
-    return info.value
 
 
 # -- hosts.yaml --------------------------------------------------------------------------------------

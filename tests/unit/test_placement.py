@@ -19,19 +19,8 @@ from devbox.spec import BoxSpec, HostFacts, LoginUser
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for var in (
-        "XDG_CONFIG_HOME",
-        "XDG_RUNTIME_DIR",
-        "DEVBOX_SSH_CONFIG",
-        "DEVBOX_HOST_PREFIX",
-        "DEVBOX_HOST",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    return home
+def home(clean_home: Path) -> Path:
+    return clean_home
 
 
 def ok(name: str, total: int, free: int, memory_gib: int = 0) -> HostResult[Survey]:

@@ -27,14 +27,7 @@ from devbox.spec import (
     validate_name,
 )
 
-
-def usage_error(fn, *args) -> UsageError:
-    with pytest.raises(UsageError) as info:
-        fn(*args)
-    assert info.value.exit_code == 2
-    assert "\n" not in str(info.value)
-    return info.value
-
+from .conftest import usage_error
 
 # --- names -----------------------------------------------------------------------------------
 

@@ -14,19 +14,13 @@ from devbox.errors import UsageError
 from devbox.spec import HostFacts, LoginUser, Mount, from_flags, parse_mount
 from devbox.users import _LOGIN_RE, box_user
 
+from .conftest import usage_error
+
 BOB = LoginUser("bob", 1500, 1500)
 
 
 def remote(*existing: str, where: str = " on gpu1") -> HostFacts:
     return HostFacts(BOB, "/srv/home", exists=lambda p: p in existing, where=where)
-
-
-def usage_error(fn, *args) -> UsageError:
-    with pytest.raises(UsageError) as info:
-        fn(*args)
-    assert info.value.exit_code == 2
-    assert "\n" not in str(info.value)
-    return info.value
 
 
 # -- parse_mount against a host's facts ------------------------------------------------------------------

@@ -19,7 +19,6 @@ from devbox.keys.keypair import Identity, generate_ed25519
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devbox.errors import UsageError
 from devbox.gpus import GpuSelection
 from devbox.spec import (
     BoxSpec,
@@ -33,15 +32,9 @@ from devbox.spec import (
 )
 from devbox.trust import payload, session_script, sshd_config
 
+from .conftest import usage_error
+
 BOB = LoginUser("bob", 1500, 1500)
-
-
-def usage_error(fn, *args, **kwargs) -> UsageError:
-    with pytest.raises(UsageError) as info:
-        fn(*args, **kwargs)
-    assert info.value.exit_code == 2
-    assert "\n" not in str(info.value)
-    return info.value
 
 
 # --- mount targets -------------------------------------------------------------------------------

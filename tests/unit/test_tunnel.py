@@ -32,19 +32,8 @@ PASSWD_USER = pwd.getpwuid(os.getuid()).pw_name
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for var in (
-        "XDG_CONFIG_HOME",
-        "XDG_RUNTIME_DIR",
-        "DEVBOX_SSH_CONFIG",
-        "DEVBOX_HOST_PREFIX",
-        "SSH_AUTH_SOCK",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    return home
+def home(clean_home: Path) -> Path:
+    return clean_home
 
 
 @pytest.fixture
