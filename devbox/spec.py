@@ -105,6 +105,12 @@ def env_digest(key: str, value: str) -> str:
     return hashlib.sha256(f"devbox.env\0{key}\0{value}".encode()).hexdigest()
 
 
+def validate_image(image: str) -> str:
+    if not image.strip():
+        raise UsageError("the image name is empty", "pass --image IMAGE, or unset an empty DEVBOX_IMAGE")
+    return image
+
+
 def validate_name(name: str) -> str:
     if not NAME_RE.fullmatch(name):
         raise UsageError(
@@ -188,7 +194,8 @@ def _is_utf8(text: str) -> bool:
 
 
 def parse_size(text: str, flag: str) -> str:
-    if not _SIZE_RE.fullmatch(text):
+    # Zero would mean "no limit" (--memory) or Docker's tiny default (--shm-size): never what was meant.
+    if not _SIZE_RE.fullmatch(text) or float(re.sub(r"[bkmg]$", "", text.lower())) == 0:
         raise UsageError(f"invalid {flag} {text!r}", "use a size such as 512m, 8g or 16G")
     return text.lower()
 
@@ -253,8 +260,8 @@ def from_flags(
     parsed_mounts = tuple(parse_mount(m, facts) for m in mounts)
     _check_mount_targets(parsed_mounts, f"/home/{user.name}")
     return BoxSpec(
-        name=validate_name(name) if name else default_name(cwd),
-        image=image,
+        name=default_name(cwd) if name is None else validate_name(name),
+        image=validate_image(image),
         user=user,
         gpus=selection,
         share_gpus=share_gpus,
