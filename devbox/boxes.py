@@ -151,15 +151,13 @@ def list_boxes(engine: Engine, owner: str | None = None) -> list[Box]:
 
 
 def list_hosts(targets: list[Host], *, all_owners: bool = False) -> list[HostResult[list[Box]]]:
-    """Boxes on each host, asked concurrently; a host that fails is an error result. With a single
-    host its error is raised instead: there is nothing else to show."""
+    """Boxes on each host, asked concurrently; a host that fails is an error result (raised when it
+    is the only one)."""
 
     def work(engine: Engine) -> list[Box]:
         return list_boxes(engine, None if all_owners else engine.owner)
 
-    if len(targets) == 1:
-        return [HostResult(targets[0], value=work(Engine.connect(targets[0])))]
-    return across(targets, work)
+    return across(targets, work, raise_if_single=True)
 
 
 def get_box(engine: Engine, name: str, owner: str | None = None) -> Box:
@@ -567,10 +565,9 @@ def sync_hosts(
     targets: list[Host], ssh_config: Path | None = None
 ) -> list[HostResult[tuple[sshconfig.IncludeResult, list[Box]]]]:
     """sync_ssh on each host; a host that does not answer keeps its blocks."""
-    if len(targets) == 1:
-        engine = Engine.connect(targets[0], ssh_config=ssh_config)
-        return [HostResult(targets[0], value=sync_ssh(engine, ssh_config))]
-    return across(targets, lambda engine: sync_ssh(engine, ssh_config), ssh_config=ssh_config)
+    return across(
+        targets, lambda engine: sync_ssh(engine, ssh_config), ssh_config=ssh_config, raise_if_single=True
+    )
 
 
 # ---------------------------------------------------------------- start / stop / restart / rm

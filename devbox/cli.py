@@ -527,8 +527,9 @@ def host_add(
     name: str, destination: str, docker_socket: str, make_default: bool, ssh_config: Path | None
 ) -> None:
     """Add server NAME, reached as DESTINATION: an alias from ~/.ssh/config, or user@host[:port]."""
-    from devbox import hostcheck, hosts
+    from devbox import hostcheck, hosts, tunnel
 
+    tunnel.connect_timeout()  # a bad DEVBOX_CONNECT_TIMEOUT is refused before anything is saved
     host = hosts.add(name, destination, docker_socket, make_default)
     _console().print(
         f"Added host [bold]{name}[/bold] ({escape(destination)})" + (", the default" if make_default else "")

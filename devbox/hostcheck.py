@@ -41,6 +41,8 @@ def check(host: Host, ssh_config: Path | None = None) -> list[Check]:
         started = time.monotonic()
         try:
             login = tunnel.open()
+        except UsageError:
+            raise  # bad input here (a setting), not a fact about the host
         except DevboxError as exc:
             return [Check("ssh", FAIL, exc.message, exc.hint or "")]
         ms = (time.monotonic() - started) * 1000

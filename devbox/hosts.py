@@ -250,12 +250,19 @@ def across(
     *,
     timeout: float = FLEET_TIMEOUT_S,
     ssh_config: Path | None = None,
+    raise_if_single: bool = False,
 ) -> list[HostResult[T]]:
     """Connect to every host concurrently and run `work` on each; a host that fails or does not
-    finish within `timeout` becomes an error result, and the others are still returned."""
+    finish within `timeout` becomes an error result, and the others are still returned.
+
+    With `raise_if_single`, a lone host's error is raised instead: there is nothing else to show.
+    """
     from devbox.engine import Engine
 
     targets = list(hosts)
+    if raise_if_single and len(targets) == 1:
+        engine = Engine.connect(targets[0], ssh_config=ssh_config)
+        return [HostResult(targets[0], value=work(engine), engine=engine)]
     results: list[HostResult[T] | None] = [None] * len(targets)
 
     def one(i: int, host: Host) -> None:

@@ -51,7 +51,7 @@ def env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def client(env: dict[str, str]) -> Iterator[docker.DockerClient]:
     c = docker.DockerClient(base_url=env["DOCKER_HOST"])
-    images_before = {t for img in c.images.list() for t in img.tags}
+    images_before = image_tags(c)
     yield c
     _cleanup(c, images_before)
     c.close()
@@ -61,6 +61,15 @@ def _cleanup(c: docker.DockerClient, images_before: set[str]) -> None:
     # ssh ControlPersist masters and agents the test users left behind.
     for account in ("DEVBOX_TEST_USER", "DEVBOX_TEST_USER2"):
         subprocess.run(["pkill", "-u", os.environ[account]], check=False)
+    remove_devbox_objects(c, images_before)
+
+
+def image_tags(c: docker.DockerClient) -> set[str]:
+    return {t for img in c.images.list() for t in img.tags}
+
+
+def remove_devbox_objects(c: docker.DockerClient, images_before: set[str]) -> None:
+    """Every box, lock and home volume on engine `c`, and every image tag made since `images_before`."""
     for ct in c.containers.list(all=True, filters={"label": "devbox.name"}):
         ct.remove(force=True)
     for ct in c.containers.list(all=True, filters={"label": "devbox.lock"}):

@@ -22,7 +22,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from .conftest import User, make_user
+from .conftest import User, image_tags, make_user, remove_devbox_objects
 from .servers import LOCALHOST, SilentServer, Sshd, make_client_key, write_client_config
 
 GPU1_COUNT, GPU2_COUNT = 2, 4
@@ -47,16 +47,9 @@ def docker_host2() -> str:
 @pytest.fixture(scope="module")
 def client2(docker_host2: str) -> Iterator[docker.DockerClient]:
     c = docker.DockerClient(base_url=docker_host2)
+    images_before = image_tags(c)
     yield c
-    for ct in c.containers.list(all=True, filters={"label": "devbox.name"}):
-        ct.remove(force=True)
-    for ct in c.containers.list(all=True, filters={"label": "devbox.lock"}):
-        ct.remove(force=True)
-    for vol in c.volumes.list(filters={"label": "devbox.name"}):
-        vol.remove(force=True)
-    for img in c.images.list(name="devbox-layer"):
-        for tag in img.tags:
-            c.images.remove(tag, force=True)
+    remove_devbox_objects(c, images_before)
     c.close()
 
 

@@ -1,5 +1,6 @@
 """Unit-test settings shared by every module here."""
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,17 @@ def usage_error(fn, *args, **kwargs) -> UsageError:
     assert info.value.exit_code == 2
     assert "\n" not in str(info.value)
     return info.value
+
+
+def ssh_g(argv: list[str]) -> dict[str, str]:
+    """What the real OpenSSH client makes of `argv` (ssh … TARGET): `ssh -G`, first value per key."""
+    assert argv[0] == "ssh"
+    done = subprocess.run(
+        ["ssh", "-G", *argv[1:]], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=10
+    )
+    assert done.returncode == 0, done.stderr
+    values: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        values.setdefault(key, value)
+    return values

@@ -218,3 +218,13 @@ def test_an_empty_identity_is_refused_not_ignored(home: Path) -> None:
     assert proc.returncode == 2
     assert "--identity is empty" in one_error_line(proc)
     assert not (home / ".config" / "devbox").exists()
+
+
+def test_a_bad_connect_timeout_is_refused_before_a_host_is_saved(home: Path) -> None:
+    env = clean_env(home) | {"DEVBOX_CONNECT_TIMEOUT": "8s"}
+    proc = subprocess.run(
+        [str(DEVBOX), "host", "add", "gpu1", "gpu1.lab"], capture_output=True, text=True, env=env, cwd=home
+    )
+    assert proc.returncode == 2
+    assert "invalid DEVBOX_CONNECT_TIMEOUT='8s'" in one_error_line(proc)
+    assert not (home / ".config" / "devbox" / "hosts.yaml").exists()

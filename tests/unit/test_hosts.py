@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from devbox.errors import DevboxError, NotFoundError, UsageError
 from devbox.hosts import LOCAL_HOST, Host, HostsConfig
 from devbox.sshconfig import HostEntry
 
-from .conftest import usage_error
+from .conftest import ssh_g, usage_error
 
 
 @pytest.fixture(autouse=True)
@@ -428,18 +427,6 @@ def test_local_host_has_no_destination() -> None:
     assert not Host("gpu1", "gpu1").is_local
 
 
-def _ssh_g(target: str) -> dict[str, str]:
-    done = subprocess.run(
-        ["ssh", "-F", "/dev/null", "-G", target], capture_output=True, text=True, stdin=subprocess.DEVNULL
-    )
-    assert done.returncode == 0, done.stderr
-    values: dict[str, str] = {}
-    for line in done.stdout.splitlines():
-        key, _, value = line.partition(" ")
-        values.setdefault(key, value)
-    return values
-
-
 @pytest.mark.parametrize(
     ("dest", "user", "hostname", "port"),
     [
@@ -453,7 +440,7 @@ def _ssh_g(target: str) -> dict[str, str]:
 def test_openssh_reads_the_ssh_target_as_the_intended_user_host_and_port(
     dest: str, user: str | None, hostname: str, port: str
 ) -> None:
-    got = _ssh_g(Host("gpu1", hosts.validate_destination(dest)).ssh_target)
+    got = ssh_g(["ssh", "-F", "/dev/null", Host("gpu1", hosts.validate_destination(dest)).ssh_target])
     assert (got["hostname"], got["port"]) == (hostname, port)
     if user:
         assert got["user"] == user

@@ -21,14 +21,8 @@ from devbox.sshconfig import HostEntry
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh $HOME for every test; the real ~/.ssh is never touched."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    for var in ("XDG_CONFIG_HOME", "XDG_RUNTIME_DIR", "DEVBOX_SSH_CONFIG", "DEVBOX_HOST_PREFIX"):
-        monkeypatch.delenv(var, raising=False)
-    return home
+def home(clean_home: Path) -> Path:
+    return clean_home
 
 
 def entry(alias: str = "devbox-x", port: int = 40123) -> HostEntry:

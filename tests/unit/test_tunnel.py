@@ -27,6 +27,8 @@ from devbox import sshconfig, tunnel
 from devbox.errors import DevboxError
 from devbox.tunnel import HostKeyChanged, HostKeyUnknown, Tunnel, fingerprints
 
+from .conftest import ssh_g
+
 PASSWD_HOME = pwd.getpwuid(os.getuid()).pw_dir
 PASSWD_USER = pwd.getpwuid(os.getuid()).pw_name
 
@@ -54,20 +56,6 @@ def options(argv: list[str]) -> dict[str, list[str]]:
             key, _, val = value.partition("=")
             found.setdefault(key, []).append(val)
     return found
-
-
-def ssh_g(argv: list[str]) -> dict[str, str]:
-    """What the real OpenSSH client makes of `argv` (ssh … TARGET): `ssh -G`, first value per key."""
-    assert argv[0] == "ssh"
-    done = subprocess.run(
-        ["ssh", "-G", *argv[1:]], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=10
-    )
-    assert done.returncode == 0, done.stderr
-    values: dict[str, str] = {}
-    for line in done.stdout.splitlines():
-        key, _, value = line.partition(" ")
-        values.setdefault(key, value)
-    return values
 
 
 def plain(
