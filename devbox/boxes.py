@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from devbox import __version__, allocation, gpus, paths, sshclient, sshconfig, trust, vscode
+from devbox import __version__, allocation, gpus, network, paths, sshclient, sshconfig, trust, vscode
 from devbox.allocation import RUNNING_STATES
 from devbox.engine import Engine, L, describe_error
 from devbox.errors import DevboxError, NotFoundError, UsageError
@@ -52,6 +52,13 @@ class Box:
     identity: str  # the user's own key (--identity), or "" for devbox's key
     host: str = LOCAL  # the devbox host it runs on
     jump: str = ""  # that host's ssh destination ("" for the local engine)
+    networks: tuple[str, ...] = ()  # the Docker networks it is attached to
+
+    @property
+    def isolated(self) -> bool:
+        """Whether no other box can reach it: only on devbox's isolated network (boxes made by
+        earlier devbox versions sit on Docker's default bridge)."""
+        return self.networks == (network.NAME,)
 
     @property
     def running(self) -> bool:
@@ -101,6 +108,7 @@ class Box:
                 identity=lb.get(L("identity"), ""),
                 host=host.name,
                 jump=host.jump,
+                networks=tuple(sorted(((c.attrs.get("NetworkSettings") or {}).get("Networks") or {}).keys())),
             )
         except (KeyError, ValueError):
             raise DevboxError(
@@ -218,6 +226,9 @@ def up(
             f"devbox: you log in to {engine.host.name} as root; "
             f"the box user is {spec.user.name} (uid {spec.user.uid})"
         )
+    # Read-only here: an impossible or taken GPU request is refused before a layer is built; the
+    # choice that counts is made again under the lock.
+    allocation.choose(engine, spec)
     layer = ensure_image(engine, spec.image, progress)
     host_key = generate_ed25519(f"devbox-{spec.name}")
     undo: list[Callable[[], None]] = []  # run in reverse if anything below fails
@@ -308,10 +319,11 @@ def _create_and_start(
                 f"box {spec.name!r} was just created by another devbox run", "run `devbox up` again"
             )
         volume = _ensure_volume(engine, owner, spec.name, undo)
+        net = network.ensure(engine)
         device_ids = allocation.choose(engine, spec)
         identity_label = "" if identity.private_path == paths.user_key_path() else str(identity.private_path)
         for attempt in range(3):
-            args = _create_args(spec, owner, volume, _free_port(engine), device_ids, identity_label)
+            args = _create_args(spec, owner, volume, _free_port(engine), device_ids, identity_label, net)
             container = _docker_call(
                 f"create {spec.name}", partial(engine.client.containers.create, image, **args)
             )
@@ -379,7 +391,13 @@ def _ensure_volume(engine: Engine, owner: str, name: str, undo: list[Callable[[]
 
 
 def _create_args(
-    spec: BoxSpec, owner: str, volume: str, port: int, device_ids: tuple[str, ...], identity_label: str
+    spec: BoxSpec,
+    owner: str,
+    volume: str,
+    port: int,
+    device_ids: tuple[str, ...],
+    identity_label: str,
+    net: str = network.NAME,
 ) -> dict[str, object]:
     from docker.types import DeviceRequest, Mount
 
@@ -426,6 +444,8 @@ def _create_args(
         "environment": env,
         # 127.0.0.1 only, and a fixed host port so ssh config entries survive restarts.
         "ports": {"22/tcp": ("127.0.0.1", port)},
+        # No box can reach another box (see network.py).
+        "network": net,
         "mounts": mounts,
         "device_requests": requests,
         "restart_policy": {"Name": "unless-stopped"},

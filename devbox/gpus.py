@@ -90,7 +90,9 @@ def parse_selection(text: str) -> GpuSelection:
     stripped = text.strip()
     words = [token.strip() for token in stripped.split(",")]
     lowered = [w.lower() for w in words]
-    if stripped == "" or lowered == ["none"]:
+    if stripped == "":
+        raise _bad(text, 'it is empty (for no GPUs, say "none")')
+    if lowered == ["none"]:
         return GpuSelection.none()
     if lowered == [ALL]:
         return GpuSelection.all()

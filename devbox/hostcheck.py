@@ -173,6 +173,7 @@ def doctor(host: Host, box: str | None = None, ssh_config: Path | None = None) -
 
     targets = [boxes.get_box(engine, box)] if box else boxes.list_boxes(engine, engine.owner)
     checks += [_box_login(engine, b) for b in targets]
+    checks += [_box_isolation(b) for b in targets]
     return checks
 
 
@@ -211,6 +212,20 @@ def _client_files(ssh_config: Path | None) -> list[Check]:
     if not any(c.what == "key files" for c in checks):
         checks.append(Check("key files", OK, f"{paths.config_dir()}: private"))
     return checks
+
+
+def _box_isolation(box: Box) -> Check:
+    from devbox import network
+
+    what = f"box {box.name} network"
+    if box.isolated:
+        return Check(what, OK, f"on {network.NAME}: other boxes cannot reach it")
+    return Check(
+        what,
+        WARN,
+        f"on {', '.join(box.networks) or 'no network'}: other containers there can reach its sshd",
+        f"`devbox rm {box.name}` then `devbox up {box.name} ...` moves it (the home volume is kept)",
+    )
 
 
 def _box_login(engine: Engine, box: Box) -> Check:

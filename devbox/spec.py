@@ -250,7 +250,7 @@ def from_flags(
     if gpu_count is not None:
         selection = gpus.parse_count(gpu_count)
     else:
-        selection = gpus.parse_selection(gpus_text or "none")
+        selection = gpus.parse_selection("none" if gpus_text is None else gpus_text)
     if workdir is not None and not workdir.startswith("/"):
         raise UsageError(f"--workdir {workdir!r} is not an absolute path", "e.g. /workspace")
     if workdir is not None and any(ord(ch) < 32 or ord(ch) == 127 for ch in workdir):

@@ -69,13 +69,16 @@ def image_tags(c: docker.DockerClient) -> set[str]:
 
 
 def remove_devbox_objects(c: docker.DockerClient, images_before: set[str]) -> None:
-    """Every box, lock and home volume on engine `c`, and every image tag made since `images_before`."""
+    """Every box, lock, home volume and devbox network on engine `c`, and every image tag made since
+    `images_before`."""
     for ct in c.containers.list(all=True, filters={"label": "devbox.name"}):
         ct.remove(force=True)
     for ct in c.containers.list(all=True, filters={"label": "devbox.lock"}):
         ct.remove(force=True)
     for vol in c.volumes.list(filters={"label": "devbox.name"}):
         vol.remove(force=True)
+    for net in c.networks.list(filters={"label": "devbox.network"}):
+        net.remove()
     for img in c.images.list():
         for tag in img.tags:
             if tag not in images_before:

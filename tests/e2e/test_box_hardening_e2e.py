@@ -315,3 +315,31 @@ def test_a_box_without_sudo_can_gain_no_privileges(user: User, client, name: str
         assert proc.returncode != 0
     finally:
         user.devbox("rm", name, "--purge")
+
+
+def test_boxes_sit_on_one_network_where_containers_cannot_reach_each_other(
+    user: User, colleague: User, client, name: str
+) -> None:
+    # Inspected, never probed: tests send no traffic to bridge addresses.
+    user.ok("up", name)
+    colleague.ok("up", f"{name}-c")
+    try:
+        for box in (box_container(client, name), box_container(client, f"{name}-c")):
+            assert list(box.attrs["NetworkSettings"]["Networks"]) == ["devbox-isolated"]
+            published = {"HostIp": "127.0.0.1", "HostPort": box.labels["devbox.port"]}
+            assert box.attrs["HostConfig"]["PortBindings"]["22/tcp"] == [published]
+        net = client.networks.get("devbox-isolated")
+        assert net.attrs["Driver"] == "bridge"
+        assert net.attrs["Options"]["com.docker.network.bridge.enable_icc"] == "false"
+        assert len(client.networks.list(names=["devbox-isolated"])) == 1
+        # What answers on the bridge is a key-only sshd that lets in this box's user alone.
+        sshd = box_container(client, name).exec_run(["/usr/sbin/sshd", "-T", "-f", "/run/devbox/sshd_config"])
+        settings = sshd.output.decode()
+        assert sshd.exit_code == 0, settings
+        for line in ("passwordauthentication no", "permitrootlogin no", f"allowusers {user.name}"):
+            assert line in settings.splitlines(), line
+        doctor = user.ok("doctor", name).stdout
+        assert f"box {name} network" in doctor and "other boxes cannot reach it" in doctor
+    finally:
+        user.devbox("rm", name, "--purge")
+        colleague.devbox("rm", f"{name}-c", "--purge")

@@ -8,6 +8,7 @@ and absolute paths, and no Docker engine of its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -297,6 +298,32 @@ def test_a_box_name_taken_on_another_host_is_refused(laptop: Laptop, client: doc
     assert "already have a box named 'twin' on gpu1" in one_line_error(proc)
     laptop.ok("rm", "twin")
     assert boxes_on(client, "twin") == []
+
+
+def test_a_network_that_lets_boxes_talk_is_refused_and_nothing_is_created(
+    laptop: Laptop, client2: docker.DockerClient
+) -> None:
+    # On gpu2's engine, where no other test keeps a box: the network is only replaceable unused.
+    for net in client2.networks.list(names=["devbox-isolated"]):
+        net.remove()
+    impostor = client2.networks.create("devbox-isolated", driver="bridge")
+    try:
+        laptop.ok("host", "add", "gpu2", "gpu2")
+        proc = laptop.devbox("up", "talky", "--host", "gpu2")
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        # The layer build before it talks on stderr too; the failure itself is one line.
+        (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+        assert "lets containers reach each other" in line and "docker network rm devbox-isolated" in line
+        assert boxes_on(client2, "talky") == []
+        assert client2.volumes.list(filters={"label": "devbox.name=talky"}) == []
+        impostor.remove()
+        laptop.ok("up", "talky", "--host", "gpu2")  # and then devbox makes its own
+        (box,) = boxes_on(client2, "talky")
+        assert list(box.attrs["NetworkSettings"]["Networks"]) == ["devbox-isolated"]
+        laptop.ok("rm", "talky", "--purge")
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            impostor.remove()
 
 
 # ---------------------------------------------------------------- trust

@@ -95,8 +95,6 @@ def gpu(index: int, used: int | None = 0, uuid: str | None = None) -> Gpu:
         (" ALL ", GpuSelection.all()),
         ("none", GpuSelection.none()),
         ("None", GpuSelection.none()),
-        ("", GpuSelection.none()),
-        ("   ", GpuSelection.none()),
     ],
 )
 def test_selection_grammar_accepts_every_form(text: str, expected: GpuSelection) -> None:
@@ -125,6 +123,7 @@ def test_selection_grammar_accepts_every_form(text: str, expected: GpuSelection)
         ("all,all", '"all" cannot be combined with other GPUs'),
         ("0,,1", "empty item between commas"),
         ("0,", "empty item between commas"),
+        ("", 'it is empty (for no GPUs, say "none")'),
         ("MIG-4f1c", '"MIG-4f1c": MIG devices cannot be selected; select the whole GPU'),
         ("0-99999", "range 0-99999 is larger than any GPU host"),
     ],
