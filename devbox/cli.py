@@ -80,7 +80,7 @@ def _host_opt(f):
 
 def _positive_seconds(_ctx: click.Context, param: click.Parameter, value: float) -> float:
     if not math.isfinite(value) or not 0 < value <= 3600:
-        raise click.BadParameter(f"{value} is not a number of seconds from 0 to 3600", param=param)
+        raise click.BadParameter(f"{value:g} s: give a number of seconds above 0, at most 3600", param=param)
     return value
 
 

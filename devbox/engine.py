@@ -9,6 +9,7 @@ import contextlib
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,13 +29,18 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 LABEL_PREFIX = "devbox."
-# The lock lives as long as its holder's connection to the engine; this caps it for a holder whose
-# connection the engine cannot see die (a laptop dropped off the network). Holders keep it for
-# seconds: choosing GPUs, creating and starting one container.
-LOCK_MAX_HOLD_S = 30
+# The lock lives while its holder keeps talking: the holder sends a byte on the lock container's
+# stdin every LOCK_BEAT_S, and the container exits when LOCK_SILENCE_S pass without one or stdin
+# closes. So a killed holder frees it at once, and one the engine cannot see die (a laptop that
+# dropped off the network, a stopped process) within seconds. Holders keep it for seconds
+# (choosing GPUs, creating and starting one container); LOCK_MAX_HOLD_S caps even a live one.
+LOCK_BEAT_S = 1.0
+LOCK_SILENCE_S = 8
+LOCK_MAX_HOLD_S = 60
 LOCK_WAIT_S = 90.0
 # A lock container that was created but never started within this long belongs to a dead run.
 LOCK_UNSTARTED_S = 5.0
+_LOCK_SCRIPT = f'while [ -n "$(timeout {LOCK_SILENCE_S} head -c 1)" ]; do :; done'
 
 
 def L(key: str) -> str:  # noqa: N802 - short on purpose: label names are spelled out wherever used
@@ -202,10 +208,10 @@ class Engine:
         """An engine-wide mutex shared by every devbox client of this engine, local or remote.
 
         Container names are unique per engine, so creating a container with a fixed name is an
-        atomic test-and-set that works across users and machines. The lock container runs `cat`
-        on stdin attached to this process's connection: when the holder exits or is killed, the
-        engine closes that stdin, the container exits and removes itself. So a dead holder's lock
-        frees itself at once, and no client ever has to judge another's lock by age.
+        atomic test-and-set that works across users and machines. The lock container reads its
+        stdin, attached to this process's connection, and exits (removing itself) on EOF or when
+        this process stops sending its heartbeat. So a dead holder's lock frees itself at once, a
+        silent one within seconds, and no client ever has to judge another's lock by age.
         """
         cname = f"devbox-lock-{name}"
         deadline = time.monotonic() + wait
@@ -224,9 +230,14 @@ class Engine:
                 on_wait = None  # once: the holder is named, and the spinner shows we wait
             time.sleep(0.2)
         container, sock = held
+        stop = threading.Event()
+        beat = threading.Thread(target=_heartbeat, args=(sock, stop), name=f"{cname}-beat", daemon=True)
+        beat.start()
         try:
             yield
         finally:
+            stop.set()
+            beat.join(timeout=LOCK_BEAT_S * 2)
             with contextlib.suppress(OSError):
                 sock.close()
             self._remove_quietly(container.id)
@@ -241,7 +252,9 @@ class Engine:
                 image,
                 name=cname,
                 labels={L("lock"): name, L("lock-holder"): who},
-                entrypoint=["timeout", str(LOCK_MAX_HOLD_S), "cat"],
+                # `$(...)` is empty on EOF and on silence alike; coreutils and busybox both have
+                # timeout and head -c.
+                entrypoint=["timeout", str(LOCK_MAX_HOLD_S), "sh", "-c", _LOCK_SCRIPT],
                 stdin_open=True,  # docker-py sets StdinOnce with it: EOF when we go
                 auto_remove=True,
                 network_disabled=True,
@@ -285,6 +298,18 @@ class Engine:
         except docker.errors.APIError as exc:
             if exc.status_code not in (404, 409):
                 raise
+
+
+def _heartbeat(sock: Any, stop: threading.Event) -> None:
+    """Keep the lock: one byte on its stdin each beat, until `stop` or the connection fails."""
+    raw = getattr(sock, "_sock", sock)  # docker-py hands back a SocketIO over the unix socket
+    while True:
+        try:
+            raw.sendall(b"x")
+        except OSError:
+            return
+        if stop.wait(LOCK_BEAT_S):
+            return
 
 
 def _socket_path(host: str, docker_host: str) -> str:

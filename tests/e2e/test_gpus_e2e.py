@@ -202,6 +202,27 @@ def test_a_killed_holders_lock_frees_itself_within_seconds(
     assert not client.containers.list(all=True, filters={"label": "devbox.lock"})
 
 
+def test_a_silent_holders_lock_frees_itself_within_seconds(
+    user: User, client, env, cleanup, name: str
+) -> None:
+    # A stopped process keeps its connection to the engine open and says nothing, as a laptop
+    # that dropped off the network does: its lock must not outlive the silence by much.
+    cleanup.append(name)
+    holder = _hold_lock(user, env["DEVBOX_TEST_IMAGE"], 600)
+    os.killpg(holder.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        proc = user.devbox("up", name, "--gpus", "0")
+        waited = time.monotonic() - started
+        assert proc.returncode == 0, proc.stderr
+        assert "Waiting for the engine lock held by" in proc.stderr
+        assert waited < 25, f"a silent holder kept the lock for {waited:.1f} s"
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)
+        os.killpg(holder.pid, signal.SIGCONT)
+        holder.wait()
+
+
 def test_a_live_lock_is_never_broken_whatever_a_client_sets(
     user: User, client, env, cleanup, name: str
 ) -> None:
