@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -22,7 +23,9 @@ from devbox.errors import DevboxError, UsageError
 from devbox.spec import DEFAULT_SHM, READY_TIMEOUT_S
 
 if TYPE_CHECKING:
+    from devbox.boxes import Box
     from devbox.engine import Engine
+    from devbox.jobs import Job
     from devbox.keys.keypair import Identity
 
 DEFAULT_IMAGE = "ubuntu:24.04"
@@ -450,6 +453,195 @@ def code(name: str, path: str | None, host: str | None) -> None:
         )
         return
     sys.exit(subprocess.run(argv).returncode)
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def _running_box(name: str, host: str | None, ssh_config: Path | None = None) -> tuple[Engine, Box]:
+    from devbox import boxes
+
+    engine = _engine(host, box=name, ssh_config=ssh_config)
+    return engine, boxes.get_box(engine, name)
+
+
+@cli.command()
+@click.argument("box_name", metavar="BOX")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--name", "job_name", default=None, help="Job name [default: job-N].")
+@click.option("--cwd", default=None, help="Directory to run in [default: the box's workdir].")
+@click.option("--env", "envs", multiple=True, metavar="K=V", help="Environment variable for the job.")
+@click.option("--gpus", "gpus_text", default=None, help="A subset of the box's GPUs, e.g. 0,1.")
+@click.option("--wait", "wait_", is_flag=True, help="Show the output and exit with the job's code.")
+@_host_opt
+def run(
+    box_name: str,
+    command: tuple[str, ...],
+    job_name: str | None,
+    cwd: str | None,
+    envs: tuple[str, ...],
+    gpus_text: str | None,
+    wait_: bool,
+    host: str | None,
+) -> None:
+    """Start a job in a box's tmux: `devbox run BOX [--name J] -- CMD ARG...`.
+
+    Several words run as that exact argv; a single word is a shell command line. The job survives
+    disconnects; its output is logged from the first byte in ~/.devbox/jobs on the home volume.
+    """
+    from devbox import jobs
+
+    engine, box = _running_box(box_name, host)
+    job = jobs.run(
+        engine, box, jobs.request(box, command, name=job_name, cwd=cwd, envs=envs, gpus_text=gpus_text)
+    )
+    if not wait_:
+        _console().print(
+            f"Started job [bold]{job.name}[/bold] in {box.name}: "
+            f"`devbox logs {box.name} {job.name} -f`, `devbox attach {box.name} {job.name}`"
+        )
+        return
+    _console(stderr=True).print(f"[dim]job {job.name} in {box.name}[/dim]")
+    ended = jobs.follow(engine, box, job.name, _write_stdout)
+    _exit_like(ended)
+
+
+def _write_stdout(chunk: bytes) -> None:
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+
+
+def _exit_like(job: Job) -> NoReturn:
+    """Leave with the job's exit status, saying how it ended when that was not a plain exit 0."""
+    if job.exit_status != 0:
+        _console(stderr=True).print(f"[dim]job {job.name}: {job.describe()}[/dim]")
+    sys.exit(job.exit_status)
+
+
+@cli.command("jobs")
+@click.argument("box_name", metavar="BOX")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--prune", is_flag=True, help="Forget ended jobs (their logs move to ~/.devbox/logs).")
+@click.option("--logs", "drop_logs", is_flag=True, help="With --prune: delete their logs too.")
+@_host_opt
+def jobs_cmd(box_name: str, as_json: bool, prune: bool, drop_logs: bool, host: str | None) -> None:
+    """List a box's jobs: state, exit code or signal, start, duration, GPUs, last log line."""
+    from devbox import jobs
+
+    if drop_logs and not prune:
+        raise UsageError("--logs only goes with --prune", "devbox jobs BOX --prune --logs")
+    engine, box = _running_box(box_name, host)
+    if prune:
+        gone = jobs.prune(engine, box, drop_logs=drop_logs)
+        _console().print(f"Forgot {len(gone)} ended job(s)" + (f": {', '.join(gone)}" if gone else ""))
+        return
+    found = jobs.list_jobs(engine, box)
+    if as_json:
+        click.echo(json.dumps([j.to_json() for j in found], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("JOB", "STATE", "STARTED", "DURATION", "GPUS", "LAST LINE"):
+        table.add_column(col, overflow="ellipsis", no_wrap=col != "LAST LINE")
+    now = time.time()
+    for j in found:
+        style = {"running": "green", "exited": "" if j.exit_code == 0 else "red", "killed": "yellow"}.get(
+            j.state, "dim"
+        )
+        table.add_row(
+            j.name,
+            f"[{style}]{escape(j.describe())}[/{style}]" if style else escape(j.describe()),
+            _clock(j.started),
+            _span(j.duration(now)),
+            ",".join(j.gpus) or "-",
+            escape(j.last_line[-120:]),
+        )
+    if not found:
+        _console().print(f"No jobs in {box.name}: start one with `devbox run {box.name} -- CMD`")
+        return
+    _console().print(table)
+
+
+def _clock(stamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "-"
+
+
+def _span(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return (
+        f"{s // 86400}d{s // 3600 % 24:02d}h"
+        if s >= 86400
+        else f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+    )
+
+
+@cli.command()
+@click.argument("box_name", metavar="BOX")
+@click.argument("job_name", metavar="JOB")
+@click.option("-f", "--follow", is_flag=True, help="Go on until the job ends; exit with its code.")
+@click.option("-n", "--lines", type=int, default=None, help="Only the last N lines.")
+@_host_opt
+def logs(box_name: str, job_name: str, follow: bool, lines: int | None, host: str | None) -> None:
+    """Print a job's log (kept on the home volume after the job ends or the box restarts)."""
+    from devbox import jobs
+
+    engine, box = _running_box(box_name, host)
+    if follow:
+        _exit_like(jobs.follow(engine, box, job_name, _write_stdout, lines))
+    _write_stdout(jobs.logs(engine, box, job_name, lines))
+
+
+@cli.command()
+@click.argument("box_name", metavar="BOX")
+@click.argument("job_names", metavar="JOB...", nargs=-1, required=True)
+@_host_opt
+def wait(box_name: str, job_names: tuple[str, ...], host: str | None) -> None:
+    """Wait until the jobs end; exit with the code of the first one that failed (else 0)."""
+    from devbox import jobs
+
+    engine, box = _running_box(box_name, host)
+    err = _console(stderr=True)
+    ended = jobs.wait(engine, box, job_names, on_end=lambda j: err.print(f"{j.name}: {escape(j.describe())}"))
+    failed = [j for j in ended if j.exit_status != 0]
+    sys.exit(failed[0].exit_status if failed else 0)
+
+
+@cli.command()
+@click.argument("box_name", metavar="BOX")
+@click.argument("job_name", metavar="JOB")
+@_host_opt
+@_ssh_config_opt
+def attach(box_name: str, job_name: str, host: str | None, ssh_config: Path | None) -> None:
+    """Attach your terminal to a running job's tmux (detach with C-b d; the job goes on)."""
+    from devbox import jobs
+
+    engine, box = _running_box(box_name, host, ssh_config)
+    job = jobs.get(engine, box, job_name)
+    if not job.running:
+        raise UsageError(
+            f"job {job.name} is not running ({job.describe()})", f"`devbox logs {box.name} {job.name}`"
+        )
+    if shutil.which("ssh") is None:
+        raise DevboxError("the OpenSSH client (ssh) is not installed", "install openssh-client")
+    _exec(jobs.attach_command(box, job.name, ssh_config))
+
+
+@cli.command("kill")
+@click.argument("box_name", metavar="BOX")
+@click.argument("job_name", metavar="JOB")
+@click.option("--signal", "sig", default="TERM", show_default=True, help="Signal to send first.")
+@click.option("--grace", type=float, default=10.0, show_default=True, help="Seconds before KILL.")
+@_host_opt
+def kill_cmd(box_name: str, job_name: str, sig: str, grace: float, host: str | None) -> None:
+    """Signal a job's process group, then KILL it if it has not ended after --grace seconds."""
+    from devbox import jobs
+
+    engine, box = _running_box(box_name, host)
+    job = jobs.kill(engine, box, job_name, sig, grace)
+    _console().print(f"{job.name}: {escape(job.describe())}")
 
 
 @cli.command("gpus", short_help="A host's GPUs and which box holds each.")

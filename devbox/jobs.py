@@ -1,0 +1,437 @@
+"""Long runs in tmux inside a box: start, list, read logs of, wait for, and kill jobs.
+
+A job runs in a detached tmux session of the box's user (the tmux server `ssh` then sees), under
+a small wrapper that records how it ended; its record and its log live in `~/.devbox/jobs/JOB/`
+on the home volume. Everything goes through `docker exec` as the box's user with the scripts in
+`jobscripts/`, over the same engine connection as every other box command, so local and remote
+hosts take one code path and nothing needs the box's sshd but `attach`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shlex
+import signal as signals
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from devbox import gpus
+from devbox.engine import describe_error
+from devbox.errors import DevboxError, NotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from devbox.boxes import Box
+    from devbox.engine import Engine
+
+RUNNING, EXITED, KILLED, LOST = "running", "exited", "killed", "lost"
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+_NAME_HINT = "use 1-63 letters, digits, '-' and '_', starting with a letter or digit"
+POLL_S = 1.0
+TICK_S = 0.2  # the kill script's grace-period tick
+# Exit codes of the job scripts (see jobscripts/*.sh).
+_NO_TMUX, _RUNNING, _SETUP, _TMUX_FAILED, _NO_JOB, _NOT_RUNNING = 71, 73, 74, 75, 66, 67
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What `devbox run` asks for; validated by `request()`."""
+
+    argv: tuple[str, ...]
+    name: str = ""  # "" → job-N
+    cwd: str = ""  # "" → the box's workdir
+    env: tuple[tuple[str, str], ...] = ()
+    gpus: tuple[str, ...] | None = None  # host GPU indices, a subset of the box's; None → all of its
+
+
+@dataclass(frozen=True)
+class Job:
+    box: str
+    name: str
+    state: str  # RUNNING, EXITED, KILLED or LOST
+    argv: tuple[str, ...]
+    cwd: str
+    gpus: tuple[str, ...]
+    started: float | None
+    ended: float | None
+    exit_code: int | None  # as the wrapper saw it: 128+N for a signal
+    signal: str  # the signal that ended it ("" unless KILLED)
+    last_line: str
+
+    @property
+    def running(self) -> bool:
+        return self.state == RUNNING
+
+    @property
+    def exit_status(self) -> int:
+        """What `wait`, `logs -f` and `run --wait` exit with: the job's code (128+N for a signal,
+        as shells report it); 1 for a lost job, whose end nobody saw."""
+        if self.state == LOST or self.exit_code is None:
+            return 1
+        return self.exit_code
+
+    def duration(self, now: float | None = None) -> float | None:
+        if self.started is None:
+            return None
+        end = self.ended if self.ended is not None else (now or time.time())
+        return max(0.0, end - self.started) if self.state != LOST else None
+
+    def describe(self) -> str:
+        """'running', 'exited 3', 'killed by TERM', 'lost'."""
+        if self.state == EXITED:
+            return f"exited {self.exit_code}"
+        if self.state == KILLED:
+            return f"killed by {self.signal}"
+        return self.state
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "box": self.box,
+            "name": self.name,
+            "state": self.state,
+            "exit_code": self.exit_code,
+            "signal": self.signal or None,
+            "argv": list(self.argv),
+            "cwd": self.cwd,
+            "gpus": list(self.gpus),
+            "started": self.started,
+            "ended": self.ended,
+            "duration": self.duration(),
+            "last_line": self.last_line,
+        }
+
+
+# ---------------------------------------------------------------- validation
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.fullmatch(name):
+        raise UsageError(f"invalid job name {name!r}", _NAME_HINT)
+    return name
+
+
+def request(
+    box: Box,
+    argv: Iterable[str],
+    *,
+    name: str | None = None,
+    cwd: str | None = None,
+    envs: Iterable[str] = (),
+    gpus_text: str | None = None,
+) -> JobRequest:
+    """Validate what a front end collected for `run` against the box it goes to."""
+    argv = tuple(argv)
+    if not argv or argv == ("",):
+        raise UsageError("no command to run", f"e.g. devbox run {box.name} -- python train.py")
+    if name is not None:
+        check_name(name)
+    if cwd is not None and (not cwd.startswith("/") or "\n" in cwd or "\0" in cwd):
+        raise UsageError(f"--cwd {cwd!r} is not an absolute path", "e.g. --cwd /workspace")
+    from devbox.spec import parse_env
+
+    env = tuple(parse_env(e) for e in envs)
+    return JobRequest(argv, name or "", cwd or "", env, _narrow_gpus(box, gpus_text))
+
+
+def _narrow_gpus(box: Box, text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    selection = gpus.parse_selection(text)
+    if selection.kind == "none":
+        return ()
+    owned = box.gpus
+    if selection.kind != "indices" or selection.uuids:
+        raise UsageError(f"--gpus {text!r}: a job takes GPU indices", f"the box's GPUs: {_show(owned)}")
+    wanted = tuple(str(i) for i in selection.indices)
+    if owned != (gpus.ALL,):
+        outside = [g for g in wanted if g not in owned]
+        if outside:
+            raise UsageError(
+                f"GPU {', '.join(outside)} is not one of box {box.name}'s GPUs ({_show(owned)})",
+                "a job can only narrow the box's own GPUs; `devbox ls` shows them",
+            )
+    return wanted
+
+
+def _show(ids: tuple[str, ...]) -> str:
+    return ",".join(ids) or "none"
+
+
+def _cuda_devices(box: Box, wanted: tuple[str, ...]) -> str:
+    """CUDA_VISIBLE_DEVICES for host GPUs `wanted`: inside the box CUDA numbers the box's own GPUs
+    from 0 in host order, so host GPU 5 of a box holding 4,5 is device 1."""
+    if box.gpus == (gpus.ALL,):
+        return ",".join(wanted)
+    order = sorted(box.gpus, key=int)
+    return ",".join(str(order.index(g)) for g in wanted)
+
+
+def command_line(box: Box, req: JobRequest) -> str:
+    """The shell text the wrapper evaluates: exports, then exec of the argv exactly as given (a
+    single string is a shell command line, run by the user's login shell, as with `devbox ssh`)."""
+    env = list(req.env)
+    if req.gpus is not None:
+        env.append(("CUDA_VISIBLE_DEVICES", _cuda_devices(box, req.gpus)))
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in env]
+    if len(req.argv) == 1:
+        lines.append(f'exec "$DEVBOX_JOB_SHELL" -c {shlex.quote(req.argv[0])}')
+    else:
+        lines.append("exec " + shlex.join(req.argv))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- talking to the box
+
+
+def _script(name: str) -> str:
+    return resources.files("devbox.jobscripts").joinpath(name).read_text()
+
+
+def _exec_create(engine: Engine, box: Box, script: str, args: Iterable[str]) -> str:
+    if not box.running:
+        raise DevboxError(f"box {box.name!r} is {box.status}", f"start it with `devbox start {box.name}`")
+    cmd = ["sh", "-c", _script("lib.sh") + "\n" + _script(script), f"devbox-{script}", *args]
+    try:
+        created = engine.client.api.exec_create(
+            box.container_id, cmd, user=box.user, environment={"HOME": f"/home/{box.user}", "LC_ALL": "C"}
+        )
+    except Exception as exc:  # docker's APIError, or the engine's connection going away
+        raise DevboxError(f"cannot reach box {box.name}: {describe_error(exc)}") from None
+    return created["Id"]
+
+
+def _exec(engine: Engine, box: Box, script: str, *args: str) -> tuple[int, bytes, bytes]:
+    exec_id = _exec_create(engine, box, script, args)
+    try:
+        out, err = engine.client.api.exec_start(exec_id, demux=True)
+        code = engine.client.api.exec_inspect(exec_id)["ExitCode"]
+    except Exception as exc:
+        raise DevboxError(f"lost the connection to box {box.name}: {describe_error(exc)}") from None
+    return code, out or b"", err or b""
+
+
+def _stream(engine: Engine, box: Box, script: str, *args: str) -> Iterator[bytes]:
+    exec_id = _exec_create(engine, box, script, args)
+    try:
+        for out, _err in engine.client.api.exec_start(exec_id, stream=True, demux=True):
+            if out:
+                yield out
+        code = engine.client.api.exec_inspect(exec_id)["ExitCode"]
+    except DevboxError:
+        raise
+    except Exception as exc:
+        raise DevboxError(f"lost the connection to box {box.name}: {describe_error(exc)}") from None
+    if code == _NO_JOB:
+        raise NotFoundError(
+            f"no job named {args[0]!r} in box {box.name}", f"`devbox jobs {box.name}` lists them"
+        )
+
+
+# ---------------------------------------------------------------- the API
+
+
+def run(engine: Engine, box: Box, req: JobRequest) -> Job:
+    """Start the job; return it once it runs, its log open from the first byte."""
+    meta = {"argv": list(req.argv), "cwd": req.cwd, "gpus": list(box.gpus if req.gpus is None else req.gpus)}
+    code, out, err = _exec(
+        engine,
+        box,
+        "start.sh",
+        req.name,
+        json.dumps(meta),
+        command_line(box, req),
+        req.cwd,
+        _script("run.sh"),
+    )
+    if code == _RUNNING:
+        taken = err.decode(errors="replace").strip() or req.name
+        raise UsageError(
+            f"a job named {taken!r} is already running in box {box.name}",
+            f"pick another --name, or `devbox kill {box.name} {taken}` first",
+        )
+    if code == _NO_TMUX:
+        raise DevboxError(
+            f"box {box.name} has no tmux",
+            "install it in the box (e.g. `sudo apt install tmux`), or rebuild it",
+        )
+    if code != 0:
+        detail = err.decode(errors="replace").strip()
+        raise DevboxError(f"cannot start the job in box {box.name}" + (f": {detail}" if detail else ""))
+    return get(engine, box, out.decode().strip())
+
+
+def list_jobs(engine: Engine, box: Box, names: Iterable[str] = ()) -> list[Job]:
+    """The box's jobs (or just `names`), oldest first."""
+    code, out, err = _exec(engine, box, "list.sh", *names)
+    if code != 0:
+        raise DevboxError(f"cannot list the jobs of box {box.name}: {err.decode(errors='replace').strip()}")
+    found = [_parse(box.name, rec) for rec in out.split(b"\x1e") if rec.strip()]
+    return sorted(found, key=lambda j: (j.started is None, j.started or 0, j.name))
+
+
+def get(engine: Engine, box: Box, name: str) -> Job:
+    check_name(name)
+    found = list_jobs(engine, box, [name])
+    if not found:
+        raise NotFoundError(
+            f"no job named {name!r} in box {box.name}", f"`devbox jobs {box.name}` lists them"
+        )
+    return found[0]
+
+
+def _parse(box: str, record: bytes) -> Job:
+    name, state, meta_text, started, status, killed, last = record.decode(errors="replace").split("\x1f")
+    try:
+        meta = json.loads(meta_text)
+    except json.JSONDecodeError:
+        meta = {}
+    fields = dict(line.split("=", 1) for line in status.splitlines() if "=" in line)
+    code = _int(fields.get("exit"))
+    sig = ""
+    if state == "ended":
+        sig = killed.strip()
+        if not sig and code is not None and 128 < code < 128 + 65:
+            sig = _signal_name(code - 128)  # killed by something else: the OOM killer, a user's kill
+        elif sig and code is not None and code <= 128:
+            sig = ""  # it caught the signal and exited on its own terms
+        state = KILLED if sig else EXITED
+    else:
+        state = RUNNING if state == "running" else LOST
+    return Job(
+        box=box,
+        name=name,
+        state=state,
+        argv=tuple(meta.get("argv") or ()),
+        cwd=meta.get("cwd") or "",
+        gpus=tuple(meta.get("gpus") or ()),
+        started=_float(started),
+        ended=_float(fields.get("ended")),
+        exit_code=code,
+        signal=sig,
+        last_line=_printable(last),
+    )
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signals.Signals(number).name.removeprefix("SIG")
+    except ValueError:
+        return str(number)
+
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[@-_]")
+
+
+def _printable(text: str) -> str:
+    """A log line as a table cell: terminal escapes and control characters gone."""
+    return "".join(ch for ch in _ANSI.sub("", text) if ch.isprintable()).strip()
+
+
+def logs(engine: Engine, box: Box, name: str, lines: int | None = None) -> bytes:
+    """The job's log, or its last `lines` lines (read from the end: fast on any size)."""
+    check_name(name)
+    return b"".join(_stream(engine, box, "logs.sh", name, _lines(lines), "0")).replace(b"\r\n", b"\n")
+
+
+def follow(
+    engine: Engine, box: Box, name: str, write: Callable[[bytes], None], lines: int | None = None
+) -> Job:
+    """Write the job's log as it grows until the job ends; return the ended job."""
+    check_name(name)
+    for chunk in _stream(engine, box, "logs.sh", name, _lines(lines), "1"):
+        write(chunk.replace(b"\r\n", b"\n"))
+    return get(engine, box, name)
+
+
+def _lines(lines: int | None) -> str:
+    if lines is None:
+        return "all"
+    if lines < 0:
+        raise UsageError(f"-n {lines}: give a number of lines, 0 or more", "e.g. -n 100")
+    return str(lines)
+
+
+def wait(
+    engine: Engine,
+    box: Box,
+    names: Iterable[str],
+    *,
+    on_end: Callable[[Job], None] = lambda _job: None,
+    poll: float = POLL_S,
+) -> list[Job]:
+    """Block until every job in `names` ended; return them in the order they ended."""
+    pending = [check_name(n) for n in dict.fromkeys(names)]
+    known = {j.name for j in list_jobs(engine, box, pending)}
+    missing = [n for n in pending if n not in known]
+    if missing:
+        raise NotFoundError(
+            f"no job named {missing[0]!r} in box {box.name}", f"`devbox jobs {box.name}` lists them"
+        )
+    ended: list[Job] = []
+    while pending:
+        for job in list_jobs(engine, box, pending):
+            if not job.running:
+                ended.append(job)
+                pending.remove(job.name)
+                on_end(job)
+        if pending:
+            time.sleep(poll)
+    return ended
+
+
+def kill(engine: Engine, box: Box, name: str, signal: str = "TERM", grace: float = 10.0) -> Job:
+    """Send `signal` to the job's process group, then KILL after `grace` seconds; return the job."""
+    check_name(name)
+    sig = signal.upper().removeprefix("SIG")
+    if sig not in signals.Signals.__members__ and f"SIG{sig}" not in signals.Signals.__members__:
+        raise UsageError(f"unknown signal {signal!r}", "e.g. TERM, INT, HUP, KILL, USR1")
+    if not math.isfinite(grace) or grace < 0:
+        raise UsageError(f"--grace {grace:g}: give a number of seconds, 0 or more", "e.g. --grace 30")
+    code, _out, err = _exec(engine, box, "kill.sh", name, sig, str(math.ceil(grace / TICK_S)))
+    if code == _NO_JOB:
+        raise NotFoundError(
+            f"no job named {name!r} in box {box.name}", f"`devbox jobs {box.name}` lists them"
+        )
+    job = get(engine, box, name)
+    if code == _NOT_RUNNING:
+        raise UsageError(f"job {name} is not running ({job.describe()})", f"`devbox logs {box.name} {name}`")
+    if code != 0:
+        raise DevboxError(f"cannot signal job {name}: {err.decode(errors='replace').strip()}")
+    return job
+
+
+def prune(engine: Engine, box: Box, *, drop_logs: bool = False) -> list[str]:
+    """Forget the box's ended and lost jobs; their logs move to ~/.devbox/logs unless `drop_logs`."""
+    code, out, err = _exec(engine, box, "prune.sh", "1" if drop_logs else "0")
+    if code != 0:
+        raise DevboxError(f"cannot prune the jobs of box {box.name}: {err.decode(errors='replace').strip()}")
+    return out.decode().split()
+
+
+def attach_command(box: Box, name: str, ssh_config: Path | None = None) -> list[str]:
+    """The system ssh command that attaches a terminal to the job's tmux session."""
+    from devbox import sshconfig
+
+    check_name(name)
+    remote = f"tmux attach-session -t {shlex.quote('=' + name)}"
+    ssh, *rest = sshconfig.ssh_command(box.alias, user_config=ssh_config)
+    return [ssh, "-t", *rest, remote]

@@ -1,0 +1,314 @@
+"""tmux jobs end to end, as an ordinary user: real tmux in real boxes, real ssh for attach, a real
+terminal (tmux on the client side) for what a person sees."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from .conftest import User
+
+BOX = "jobbox"
+HOSTILE = [
+    "a b",
+    "",
+    "$HOME",
+    "`id`",
+    ";",
+    "&&",
+    "'single'",
+    '"double"',
+    "back\\slash",
+    "ünïcødé ✓",
+    "-n",
+    "*",
+]
+
+
+@pytest.fixture(scope="module")
+def box(user: User) -> Iterator[str]:
+    user.ok("up", BOX, "--gpus", "1,2")
+    yield BOX
+    user.devbox("rm", BOX, "--purge")
+
+
+def jobs_of(user: User) -> dict[str, dict]:
+    return {j["name"]: j for j in json.loads(user.ok("jobs", BOX, "--json").stdout)}
+
+
+def eventually(check: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def test_a_failing_job_is_recorded_with_its_code_and_its_whole_log(user: User, box: str) -> None:
+    script = "echo first line; for i in $(seq 1 50); do echo middle $i; done; echo last line; exit 3"
+    started = user.ok("run", box, "--name", "fails", "--", "sh", "-c", script)
+    assert "Started job fails" in started.stdout
+    waited = user.devbox("wait", box, "fails")
+    assert waited.returncode == 3, waited.stderr
+    assert "fails: exited 3" in waited.stderr
+    job = jobs_of(user)["fails"]
+    assert (job["state"], job["exit_code"], job["signal"]) == ("exited", 3, None)
+    assert job["last_line"] == "last line"
+    assert job["gpus"] == ["1", "2"] and job["duration"] is not None and job["started"] <= job["ended"]
+    log = user.ok("logs", box, "fails").stdout.splitlines()
+    assert log[0] == "first line" and log[-1] == "last line" and len(log) == 52
+    assert user.ok("logs", box, "fails", "-n", "2").stdout.splitlines() == ["middle 50", "last line"]
+    table = user.ok("jobs", box).stdout
+    assert "fails" in table and "exited 3" in table
+
+
+def test_argv_reaches_the_job_exactly_and_a_single_string_is_a_shell_line(user: User, box: str) -> None:
+    user.ok("run", box, "--name", "argv", "--", "printf", "[%s]\\n", *HOSTILE)
+    user.ok("run", box, "--name", "line", "--", "echo $((6*7)) | tr 4 x; echo $DEVBOX_JOB")
+    assert user.devbox("wait", box, "argv", "line").returncode == 0
+    assert user.ok("logs", box, "argv").stdout == "".join(f"[{a}]\n" for a in HOSTILE)
+    assert user.ok("logs", box, "line").stdout == "x2\nline\n"
+
+
+def test_logs_follow_ends_with_the_job_and_carries_its_code(user: User, box: str) -> None:
+    user.ok(
+        "run",
+        box,
+        "--name",
+        "follow",
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo tick $i; sleep 0.5; done; exit 7",
+    )
+    proc = user.devbox("logs", box, "follow", "-f")
+    assert proc.returncode == 7, proc.stderr
+    assert proc.stdout == "tick 1\ntick 2\ntick 3\n"
+    run = user.devbox(
+        "run", box, "--name", "inline", "--wait", "--", "sh", "-c", "echo out; echo err >&2; exit 5"
+    )
+    assert run.returncode == 5
+    assert run.stdout == "out\nerr\n"  # a terminal: both streams, in order, from the first byte
+
+
+def test_a_running_name_is_refused_and_an_ended_one_is_taken_over_keeping_its_log(
+    user: User, box: str
+) -> None:
+    user.ok("run", box, "--name", "dup", "--", "sleep", "300")
+    proc = user.devbox("run", box, "--name", "dup", "--", "true")
+    assert proc.returncode == 2
+    assert "a job named 'dup' is already running" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    user.ok("kill", box, "dup", "--grace", "1")
+    user.ok("run", box, "--name", "dup", "--wait", "--", "echo", "second")
+    assert user.ok("logs", box, "dup").stdout == "second\n"
+    kept = user.ssh(f"devbox-{box}", "ls ~/.devbox/logs").stdout.split()
+    assert any(name.startswith("dup-") for name in kept), kept
+
+
+def test_kill_records_the_signal_and_kills_a_job_that_ignores_it_after_the_grace(
+    user: User, box: str
+) -> None:
+    user.ok("run", box, "--name", "polite", "--", "sleep", "300")
+    assert "polite: killed by TERM" in user.ok("kill", box, "polite").stdout
+    user.ok(
+        "run",
+        box,
+        "--name",
+        "stubborn",
+        "--",
+        "sh",
+        "-c",
+        "trap 'echo ignoring TERM' TERM; while :; do sleep 0.2; done",
+    )
+    eventually(lambda: jobs_of(user)["stubborn"]["started"] is not None, what="stubborn started")
+    assert "stubborn: killed by KILL" in user.ok("kill", box, "stubborn", "--grace", "1").stdout
+    assert "ignoring TERM" in user.ok("logs", box, "stubborn").stdout
+    user.ok("run", box, "--name", "hup", "--", "sleep", "300")
+    assert "hup: killed by HUP" in user.ok("kill", box, "hup", "--signal", "HUP").stdout
+    jobs = jobs_of(user)
+    assert (jobs["polite"]["state"], jobs["polite"]["signal"]) == ("killed", "TERM")
+    assert (jobs["stubborn"]["state"], jobs["stubborn"]["signal"]) == ("killed", "KILL")
+    waited = user.devbox("wait", box, "polite")
+    assert waited.returncode == 128 + signal.SIGTERM
+    again = user.devbox("kill", box, "polite")
+    assert again.returncode == 2 and "is not running (killed by TERM)" in again.stderr
+
+
+def test_gpus_narrow_the_box_s_own_and_nothing_else(user: User, box: str) -> None:
+    user.ok(
+        "run",
+        box,
+        "--name",
+        "gpu",
+        "--gpus",
+        "2",
+        "--wait",
+        "--",
+        "sh",
+        "-c",
+        "echo cuda=$CUDA_VISIBLE_DEVICES",
+    )
+    # Inside the box CUDA numbers the box's GPUs 1,2 as 0,1: host GPU 2 is device 1.
+    assert user.ok("logs", box, "gpu").stdout == "cuda=1\n"
+    assert jobs_of(user)["gpu"]["gpus"] == ["2"]
+    for outside in ("0", "1,3"):
+        proc = user.devbox("run", box, "--gpus", outside, "--", "true")
+        assert proc.returncode == 2 and "not one of box jobbox's GPUs (1,2)" in proc.stderr, proc.stderr
+    assert user.devbox("run", box, "--gpus", "x", "--", "true").returncode == 2
+
+
+def test_a_job_survives_its_client_and_ssh_sessions_and_shows_in_the_user_s_tmux(
+    user: User, box: str
+) -> None:
+    env = [f"{k}={v}" for k, v in user.environ().items()]
+    devbox = f"{user.env['DEVBOX_VENV']}/bin/devbox"
+    script = "echo begin; sleep 3; echo end; exit 4"
+    client = subprocess.Popen(
+        [
+            "runuser",
+            "-u",
+            user.name,
+            "--",
+            "env",
+            "-i",
+            *env,
+            devbox,
+            "run",
+            box,
+            "--name",
+            "orphan",
+            "--wait",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    eventually(lambda: "orphan" in user.ssh(f"devbox-{box}", "tmux ls").stdout, what="the job's tmux session")
+    os.killpg(client.pid, signal.SIGKILL)  # the laptop goes away mid --wait
+    client.wait()
+    listed = user.ssh(f"devbox-{box}", "tmux ls -F '#{session_name}'")  # an ssh session opens and closes
+    assert "orphan" in listed.stdout.split()
+    assert jobs_of(user)["orphan"]["state"] == "running"
+    assert user.devbox("wait", box, "orphan").returncode == 4
+    assert user.ok("logs", box, "orphan").stdout == "begin\nend\n"
+
+
+def test_attach_in_a_real_terminal_shows_live_output_and_detaching_keeps_the_job(
+    user: User, box: str
+) -> None:
+    user.ok(
+        "run",
+        box,
+        "--name",
+        "live",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while :; do i=$((i+1)); echo count $i; sleep 0.3; done",
+    )
+    session = "dbx-attach"
+    sock = ["-L", "devbox-test-attach", "-f", "/dev/null"]
+    devbox = f"{user.env['DEVBOX_VENV']}/bin/devbox"
+    started = user.run(
+        "tmux",
+        *sock,
+        "new-session",
+        "-d",
+        "-s",
+        session,
+        "-x",
+        "120",
+        "-y",
+        "30",
+        f"{devbox} attach {box} live",
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+
+        def screen() -> str:
+            return user.run("tmux", *sock, "capture-pane", "-p", "-t", session).stdout
+
+        eventually(lambda: "count" in screen(), what=f"live output on the attached screen:\n{screen()}")
+        first = max(int(w) for w in screen().split() if w.isdigit())
+        eventually(
+            lambda: max(int(w) for w in screen().split() if w.isdigit()) > first, what="the count going on"
+        )
+        # C-b d reaches the box's tmux (send-keys bypasses this terminal's own prefix): it detaches.
+        user.run("tmux", *sock, "send-keys", "-t", session, "C-b", "d")
+        eventually(
+            lambda: user.run("tmux", *sock, "has-session", "-t", session).returncode != 0,
+            what="devbox attach ending once detached",
+        )
+        assert jobs_of(user)["live"]["state"] == "running"
+    finally:
+        user.run("tmux", *sock, "kill-server")
+        user.devbox("kill", box, "live", "--grace", "1")
+    ended = user.devbox("attach", box, "live")
+    assert ended.returncode == 2 and "job live is not running" in ended.stderr
+
+
+def test_a_box_restart_leaves_a_running_job_lost_with_its_log_and_rm_up_keeps_logs(
+    user: User, name: str
+) -> None:
+    user.ok("up", name)
+    try:
+        user.ok("run", name, "--name", "done", "--wait", "--", "echo", "kept across rm and up")
+        user.ok("run", name, "--name", "cut", "--", "sh", "-c", "echo before restart; sleep 300")
+        eventually(lambda: "before restart" in user.ok("logs", name, "cut").stdout, what="the job's output")
+        user.ok("restart", name)
+        jobs = {j["name"]: j for j in json.loads(user.ok("jobs", name, "--json").stdout)}
+        assert jobs["cut"]["state"] == "lost" and jobs["done"]["state"] == "exited"
+        assert user.ok("logs", name, "cut").stdout == "before restart\n"
+        assert user.devbox("wait", name, "cut").returncode == 1
+        user.ok("rm", name)
+        user.ok("up", name)
+        assert user.ok("logs", name, "done").stdout == "kept across rm and up\n"
+        pruned = user.ok("jobs", name, "--prune").stdout
+        assert "Forgot 2 ended job(s)" in pruned
+        assert json.loads(user.ok("jobs", name, "--json").stdout) == []
+        archived = user.ssh(f"devbox-{name}", "cat ~/.devbox/logs/done-*.log").stdout
+        assert archived.replace("\r\n", "\n") == "kept across rm and up\n"
+    finally:
+        user.devbox("rm", name, "--purge")
+
+
+def test_the_tail_of_a_100_mb_log_comes_from_its_end(user: User, box: str) -> None:
+    # The job appends 104 MB straight to its own log (faster than through a terminal), then ends.
+    log = '"$HOME/.devbox/jobs/$DEVBOX_JOB/log"'
+    fill = f'yes "a log line of filler text" | head -n 4000000 >>{log}; echo the end'
+    user.ok("run", box, "--name", "big", "--wait", "--", fill)
+    started = time.monotonic()
+    tail = user.ok("logs", box, "big", "-n", "3").stdout.splitlines()
+    assert tail[-1] == "the end" and tail[0] == "a log line of filler text", tail
+    assert time.monotonic() - started < 30  # a sanity bound; the ratio lives in benchmarks/
+    assert jobs_of(user)["big"]["last_line"] == "the end"
+
+
+def test_bad_job_input_is_one_line_and_exit_2(user: User, box: str) -> None:
+    for args in (
+        ["run", box, "--name", "bad name", "--", "true"],
+        ["run", box, "--cwd", "relative", "--", "true"],
+        ["run", box, "--env", "NOEQ", "--", "true"],
+        ["run", box, "--", ""],
+        ["kill", box, "x", "--signal", "NOPE"],
+        ["kill", box, "x", "--grace", "-1"],
+        ["logs", box, "x", "-n", "-5"],
+        ["jobs", box, "--logs"],
+    ):
+        proc = user.devbox(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("error: "), (args, proc.stderr)
+    for args in (["logs", box, "nosuchjob"], ["wait", box, "nosuchjob"], ["attach", box, "nosuchjob"]):
+        proc = user.devbox(*args)
+        assert proc.returncode == 1 and "no job named 'nosuchjob'" in proc.stderr, (args, proc.stderr)
