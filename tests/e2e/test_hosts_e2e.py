@@ -300,6 +300,26 @@ def test_a_box_name_taken_on_another_host_is_refused(laptop: Laptop, client: doc
     assert boxes_on(client, "twin") == []
 
 
+def test_jobs_on_a_remote_box_run_log_wait_and_attach_from_the_laptop(laptop: Laptop) -> None:
+    laptop.ok("host", "add", "gpu2", "gpu2")
+    laptop.ok("up", "far", "--host", "gpu2", "--gpus", "1")
+    ran = laptop.devbox("run", "far", "--name", "train", "--wait", "--", "sh", "-c", "echo epoch 1; exit 6")
+    assert ran.returncode == 6 and ran.stdout == "epoch 1\n", ran.stderr
+    laptop.ok("run", "far", "--name", "bg", "--", "sleep", "300")
+    (bg,) = [j for j in json.loads(laptop.ok("jobs", "far", "--json").stdout) if j["name"] == "bg"]
+    assert bg["state"] == "running" and bg["gpus"] == ["1"]
+    # The job sits in the tmux server that plain ssh to the box (ProxyJump gpu2) sees.
+    shown = laptop.user.run(*_tmux_sessions(laptop, "far"))
+    assert "bg" in shown.stdout.split(), shown.stderr
+    assert "bg: killed by TERM" in laptop.ok("kill", "far", "bg").stdout
+    assert laptop.ok("logs", "far", "train").stdout == "epoch 1\n"
+    laptop.ok("rm", "far", "--purge")
+
+
+def _tmux_sessions(laptop: Laptop, box: str) -> list[str]:
+    return ["ssh", "-F", str(laptop.user.ssh_config), f"devbox-{box}", "tmux ls -F '#{session_name}'"]
+
+
 def test_a_network_that_lets_boxes_talk_is_refused_and_nothing_is_created(
     laptop: Laptop, client2: docker.DockerClient
 ) -> None:
