@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from devbox.engine import Engine
     from devbox.jobs import Job
     from devbox.keys.keypair import Identity
+    from devbox.project import Project, ProjectJob
 
 DEFAULT_IMAGE = "ubuntu:24.04"
 
@@ -168,35 +169,47 @@ def up(
     timeout: float,
     ssh_config: Path | None,
 ) -> None:
-    """Create (or start) a box and wait until you can log in. NAME defaults to this directory's name."""
+    """Create (or start) a box and wait until you can log in.
+
+    With no NAME, a devbox.yaml in this directory or above describes the box (flags override it);
+    without one, NAME is this directory's name.
+    """
     from functools import partial
 
-    from devbox import boxes, hosts, spec
+    from devbox import boxes, hosts, project, spec
 
-    make_spec = partial(
-        spec.from_flags,
-        name=name,
-        image=image,
-        gpus_text=gpus_text,
-        gpu_count=gpu_count,
-        share_gpus=share_gpus,
-        mounts=mounts,
-        envs=envs,
-        shm_size=shm_size,
-        memory=memory,
-        cpus=cpus,
-        workdir=workdir,
-        sudo=not no_sudo,
-    )
+    path = project.find() if name is None else None
+    proj = project.load(path) if path else None
+    values = {
+        "name": name,
+        "host": host,
+        "image": image,
+        "gpus_text": gpus_text,
+        "gpu_count": gpu_count,
+        "share_gpus": share_gpus,
+        "mounts": mounts,
+        "envs": envs,
+        "shm_size": shm_size,
+        "memory": memory,
+        "cpus": cpus,
+        "workdir": workdir,
+        "sudo": not no_sudo,
+    }
+    from_file = _from_project(ctx, proj) if proj else {}
+    values.update(from_file)
+    host = values.pop("host")
+    make_spec = partial(spec.from_flags, **values)
     # Every flag is checked before anything is created or any host is asked.
     box_name = make_spec(facts=spec.HostFacts.unchecked()).name
     target = None if host == hosts.AUTO else hosts.resolve(host, box=box_name if host is None else None)
     if target is not None and target.is_local:
+        if proj:
+            project.check_sources(proj, spec.HostFacts.local())
         make_spec(facts=spec.HostFacts.local())
     ident = _identity(identity)
     err = _console(stderr=True)
     options = {
-        "given": _given_options(ctx),
+        "given": _given_options(ctx) | {_FINGERPRINT_OF[k] for k in from_file if k in _FINGERPRINT_OF},
         "keep_on_failure": keep_on_failure,
         "ssh_config": ssh_config,
         "timeout": timeout,
@@ -228,14 +241,54 @@ def up(
             from devbox.engine import Engine
 
             engine = Engine.connect(target, ssh_config=ssh_config)
+            facts = engine.facts()
+            if proj and not engine.is_local:
+                project.check_sources(proj, facts)
             result = boxes.up(
                 engine,
-                make_spec(facts=engine.facts()),
+                make_spec(facts=facts),
                 ident,
                 progress=progress,
                 **options,  # type: ignore[arg-type]
             )
     _report_up(result)
+    if proj and proj.setup and result.created:
+        _run_setup(result.box, proj, ssh_config)
+
+
+def _from_project(ctx: click.Context, proj: Project) -> dict[str, object]:
+    """The file's values for every `up` option not typed on the command line (flags win; the file
+    wins over environment variables and defaults: it is the more specific of the two)."""
+    from click.core import ParameterSource
+
+    typed = {p for p in ctx.params if ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE}
+    if typed & {"gpus_text", "gpu_count"}:
+        typed |= {"gpus_text", "gpu_count"}  # --gpus replaces the file's gpu_count, and the other way round
+    if "no_sudo" in typed:
+        typed.add("sudo")
+    return {k: v for k, v in proj.options.items() if k not in typed}
+
+
+def _run_setup(box: Box, proj: Project, ssh_config: Path | None) -> None:
+    """devbox.yaml's setup commands, once, right after creation: a job named `setup`, its output
+    streamed; on failure the box stays for debugging."""
+    from devbox import jobs
+
+    engine = _engine(box.host, ssh_config=ssh_config)
+    script = "set -e\n" + "\n".join(proj.setup)
+    _console(stderr=True).print(f"[dim]Running setup from {proj.path} (job setup)[/dim]")
+    jobs.run(engine, box, jobs.JobRequest(argv=(script,), name="setup"))
+    ended = jobs.follow(engine, box, "setup", _write_stderr)
+    if ended.exit_status != 0:
+        raise DevboxError(
+            f"setup from {proj.path} failed in {box.name} ({ended.describe()}); the box is kept",
+            f"see `devbox logs {box.name} setup`; rerun a step with `devbox run {box.name} --wait -- ...`",
+        )
+
+
+def _write_stderr(chunk: bytes) -> None:
+    sys.stderr.buffer.write(chunk)
+    sys.stderr.buffer.flush()
 
 
 # Which `up` flags shape which part of BoxSpec.fingerprint(): a re-run of `up NAME` compares
@@ -486,12 +539,20 @@ def run(
 ) -> None:
     """Start a job in a box's tmux: `devbox run BOX [--name J] -- CMD ARG...`.
 
-    Several words run as that exact argv; a single word is a shell command line. The job survives
+    Several words run as that exact argv; a single word is a shell command line, or the name of a
+    job declared in devbox.yaml (`devbox run BOX train`). The job survives
     disconnects; its output is logged from the first byte in ~/.devbox/jobs on the home volume.
     """
     from devbox import jobs
 
     engine, box = _running_box(box_name, host)
+    declared = _declared_job(command)
+    if declared is not None:  # `devbox run BOX train`: devbox.yaml's job; flags override its fields
+        command = declared.argv
+        job_name = job_name or declared.name
+        cwd = cwd or declared.cwd
+        envs = (*declared.env, *envs)
+        gpus_text = gpus_text if gpus_text is not None else declared.gpus
     job = jobs.run(
         engine, box, jobs.request(box, command, name=job_name, cwd=cwd, envs=envs, gpus_text=gpus_text)
     )
@@ -504,6 +565,25 @@ def run(
     _console(stderr=True).print(f"[dim]job {job.name} in {box.name}[/dim]")
     ended = jobs.follow(engine, box, job.name, _write_stdout)
     _exit_like(ended)
+
+
+def _declared_job(command: tuple[str, ...]) -> ProjectJob | None:
+    """The devbox.yaml job a single-word command names, if there is a project file declaring it."""
+    from devbox import project
+
+    if len(command) != 1:
+        return None
+    path = project.find()
+    return project.load(path).jobs.get(command[0]) if path else None
+
+
+@cli.command()
+def init() -> None:
+    """Write a commented devbox.yaml for this directory (never overwrites one)."""
+    from devbox import project
+
+    path = project.write_starter(Path.cwd())
+    _console().print(f"Wrote {path}: edit it, then `devbox up`")
 
 
 def _write_stdout(chunk: bytes) -> None:

@@ -33,6 +33,11 @@ RUNNING, EXITED, KILLED, LOST = "running", "exited", "killed", "lost"
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
 _NAME_HINT = "use 1-63 letters, digits, '-' and '_', starting with a letter or digit"
 POLL_S = 1.0
+# The signals every shell's `kill -s` knows by name.
+SIGNALS = ("TERM", "INT", "HUP", "QUIT", "KILL", "USR1", "USR2", "ALRM", "ABRT", "CONT", "STOP", "TSTP")
+MAX_GRACE_S = 86400
+# Shell variables bash will not let a job set: exporting one ends the job before it starts.
+_READONLY_ENV = {"UID", "EUID", "PPID", "SHELLOPTS", "BASHOPTS", "BASH_VERSINFO", "GROUPS"}
 TICK_S = 0.2  # the kill script's grace-period tick
 # Exit codes of the job scripts (see jobscripts/*.sh).
 _NO_TMUX, _RUNNING, _SETUP, _TMUX_FAILED, _NO_JOB, _NOT_RUNNING = 71, 73, 74, 75, 66, 67
@@ -135,6 +140,11 @@ def request(
     from devbox.spec import parse_env
 
     env = tuple(parse_env(e) for e in envs)
+    for key, _value in env:
+        if key in _READONLY_ENV:
+            raise UsageError(f"--env {key} is a read-only shell variable", "pick another variable name")
+    if any("\0" in a for a in argv):
+        raise UsageError("the command holds a NUL character", "no program can receive one in its arguments")
     return JobRequest(argv, name or "", cwd or "", env, _narrow_gpus(box, gpus_text))
 
 
@@ -290,6 +300,8 @@ def _parse(box: str, record: bytes) -> Job:
         meta = json.loads(meta_text)
     except json.JSONDecodeError:
         meta = {}
+    if not isinstance(meta, dict):  # one damaged record must not break every job command
+        meta = {}
     fields = dict(line.split("=", 1) for line in status.splitlines() if "=" in line)
     code = _int(fields.get("exit"))
     sig = ""
@@ -306,15 +318,19 @@ def _parse(box: str, record: bytes) -> Job:
         box=box,
         name=name,
         state=state,
-        argv=tuple(meta.get("argv") or ()),
-        cwd=meta.get("cwd") or "",
-        gpus=tuple(meta.get("gpus") or ()),
+        argv=_strings(meta.get("argv")),
+        cwd=str(meta.get("cwd") or ""),
+        gpus=_strings(meta.get("gpus")),
         started=_float(started),
         ended=_float(fields.get("ended")),
         exit_code=code,
         signal=sig,
         last_line=_printable(last),
     )
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    return tuple(str(v) for v in value) if isinstance(value, list) else ()
 
 
 def _int(text: str | None) -> int | None:
@@ -338,12 +354,17 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[@-_]")
+_ANSI = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves
+    r"|\x1b\][^\x07\x1b]*(\x07|\x1b\\)"  # OSC: titles, links
+    r"|\x1b[()*+][0-9A-Za-z]"  # character set selection (`tput sgr0` sends one)
+    r"|\x1b[@-_0-9=>]"  # the rest: save/restore cursor, keypad modes
+)
 
 
 def _printable(text: str) -> str:
     """A log line as a table cell: terminal escapes and control characters gone."""
-    return "".join(ch for ch in _ANSI.sub("", text) if ch.isprintable()).strip()
+    return "".join(ch for ch in _ANSI.sub("", text).replace("\t", " ") if ch.isprintable()).strip()
 
 
 def logs(engine: Engine, box: Box, name: str, lines: int | None = None) -> bytes:
@@ -402,10 +423,12 @@ def kill(engine: Engine, box: Box, name: str, signal: str = "TERM", grace: float
     """Send `signal` to the job's process group, then KILL after `grace` seconds; return the job."""
     check_name(name)
     sig = signal.upper().removeprefix("SIG")
-    if sig not in signals.Signals.__members__ and f"SIG{sig}" not in signals.Signals.__members__:
-        raise UsageError(f"unknown signal {signal!r}", "e.g. TERM, INT, HUP, KILL, USR1")
-    if not math.isfinite(grace) or grace < 0:
-        raise UsageError(f"--grace {grace:g}: give a number of seconds, 0 or more", "e.g. --grace 30")
+    if sig not in SIGNALS:
+        raise UsageError(f"unknown signal {signal!r}", f"one of {', '.join(SIGNALS)}")
+    if not math.isfinite(grace) or not 0 <= grace <= MAX_GRACE_S:
+        raise UsageError(
+            f"--grace {grace:g}: give a number of seconds from 0 to {MAX_GRACE_S}", "e.g. --grace 30"
+        )
     code, _out, err = _exec(engine, box, "kill.sh", name, sig, str(math.ceil(grace / TICK_S)))
     if code == _NO_JOB:
         raise NotFoundError(

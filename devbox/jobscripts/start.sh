@@ -16,6 +16,8 @@ retire() {
 if [ -z "$name" ]; then
     n=1
     while tmux has-session -t "=job-$n" 2>/dev/null || ! mkdir "$root/job-$n" 2>/dev/null; do
+        # A taken name moves on; any other failure (a full or read-only home) stops here.
+        [ -e "$root/job-$n" ] || tmux has-session -t "=job-$n" 2>/dev/null || exit 74
         n=$((n + 1))
     done
     name=job-$n

@@ -210,7 +210,7 @@ def test_ls_does_not_import_textual(home: Path) -> None:
 def test_a_meaningless_timeout_is_refused(home: Path, value: str) -> None:
     proc = devbox(home, "restart", "x", "--timeout", value)
     assert proc.returncode == 2
-    assert "is not a number of seconds" in one_error_line(proc)
+    assert "give a number of seconds above 0, at most 3600" in one_error_line(proc)
 
 
 def test_an_empty_identity_is_refused_not_ignored(home: Path) -> None:

@@ -1,0 +1,419 @@
+"""devbox.yaml: a project's box, described once in the repository and checked line by line.
+
+`devbox up` with no NAME looks for devbox.yaml from the current directory upwards; flags given on
+the command line override its values. Every error names the file, the line and the key, so a
+teammate's typo never turns into a box with silently different settings.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devbox.errors import UsageError
+
+FILENAMES = ("devbox.yaml", "devbox.yml")
+
+STARTER = """\
+# devbox.yaml: this project's dev box. `devbox up` (no NAME) in this folder or below reads it;
+# flags on the command line override what is here. Reference: the README's "Project file".
+name: {name}
+# host: gpu1              # a host from `devbox host ls`, `local`, or `auto`
+image: ubuntu:24.04
+gpu_count: 1              # or: gpus: 0,1 | all | none
+# mounts:                 # relative sources are relative to this file
+#   - ./data:/workspace/data:ro
+# env:
+#   WANDB_PROJECT: {name}
+# shm_size: 16g
+# memory: 64g
+# cpus: 8
+workdir: /workspace
+# sudo: true
+# setup:                  # run once, as you, right after the box is created
+#   - pip install -r requirements.txt
+# jobs:                   # `devbox run BOX train` starts the command declared here
+#   train: python train.py --epochs 10
+"""
+
+
+class ProjectError(UsageError):
+    """A devbox.yaml problem: `FILE:LINE: KEY: what is wrong`, exit 2."""
+
+
+@dataclass(frozen=True)
+class ProjectJob:
+    name: str
+    argv: tuple[str, ...]  # one string: a shell command line
+    cwd: str | None = None
+    env: tuple[str, ...] = ()
+    gpus: str | None = None
+
+
+@dataclass(frozen=True)
+class Project:
+    path: Path
+    # Filled while the file is read, then only read: option name → value as `up` takes it (plus
+    # "setup"), key (or "mounts.2") → 1-based line, job name → job.
+    values: dict[str, Any] = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)
+    jobs: dict[str, ProjectJob] = field(default_factory=dict)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """What `up` takes from the file: every key but setup and jobs."""
+        return {k: v for k, v in self.values.items() if k != "setup"}
+
+    @property
+    def setup(self) -> tuple[str, ...]:
+        return self.values.get("setup", ())
+
+    def where(self, key: str) -> str:
+        line = self.lines.get(key) or self.lines.get(key.split(".")[0])
+        return f"{self.path}:{line}" if line else str(self.path)
+
+    def error(self, key: str, message: str, hint: str = "") -> ProjectError:
+        return ProjectError(f"{self.where(key)}: {key.split('.')[0]}: {message}", hint or None)
+
+
+def find(start: Path | None = None) -> Path | None:
+    """The nearest devbox.yaml from `start` (the current directory) upwards."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        for name in FILENAMES:
+            candidate = folder / name
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def load(path: Path) -> Project:
+    """Parse and check `path`; ProjectError names the line of the first problem."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProjectError(f"cannot read {path}: {exc}", "fix the file or its permissions") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ProjectError(
+            f"{where}: not valid YAML: {problem}", "check the indentation and quoting"
+        ) from None
+    project = Project(path)
+    if root is None:
+        return project
+    if not isinstance(root, yaml.MappingNode):
+        raise ProjectError(
+            f"{path}:{root.start_mark.line + 1}: the file must be a mapping of keys", _KEYS_HINT
+        )
+    for key_node, value_node in _pairs(project, root, ""):
+        key = key_node.value
+        project.lines[key] = key_node.start_mark.line + 1
+        if key not in _READERS:
+            close = difflib.get_close_matches(key, _READERS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else _KEYS_HINT
+            raise project.error(key, "unknown key", hint)
+        _READERS[key](project, key, value_node)
+    return project
+
+
+def _pairs(project: Project, node: Any, what: str) -> list[tuple[Any, Any]]:
+    """A mapping's (key, value) nodes; duplicate and non-string keys are errors."""
+    import yaml
+
+    seen: dict[str, int] = {}
+    for key_node, _value in node.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise ProjectError(
+                f"{project.path}:{key_node.start_mark.line + 1}: {what or 'keys'} must be names"
+            )
+        line = key_node.start_mark.line + 1
+        if key_node.value in seen:
+            raise ProjectError(
+                f"{project.path}:{line}: {what + '.' if what else ''}{key_node.value}: "
+                f"duplicate key (first on line {seen[key_node.value]})",
+                "keep one of them",
+            )
+        seen[key_node.value] = line
+    return list(node.value)
+
+
+def _plain(node: Any) -> Any:
+    import yaml
+
+    return yaml.SafeLoader("").construct_object(node, deep=True)
+
+
+def _scalar(project: Project, key: str, node: Any, kinds: tuple[type, ...], what: str) -> Any:
+    import yaml
+
+    value = _plain(node) if isinstance(node, yaml.ScalarNode) else node
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        raise project.error(key, f"must be {what}, not {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    import yaml
+
+    if isinstance(value, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(value, yaml.SequenceNode):
+        return "a list"
+    return {bool: "true/false", int: "a number", float: "a number", str: "text", type(None): "empty"}.get(
+        type(value), f"{type(value).__name__}"
+    )
+
+
+def _check(project: Project, key: str, check: Callable[[], Any]) -> Any:
+    """Run one of spec's own checks; its message gets the file, line and key."""
+    try:
+        return check()
+    except UsageError as exc:
+        raise project.error(key, exc.message, exc.hint or "") from None
+
+
+def _text(kind: str) -> Callable[[Project, str, Any], None]:
+    def read(project: Project, key: str, node: Any) -> None:
+        project.values[kind] = _scalar(project, key, node, (str,), "text")
+
+    return read
+
+
+def _read_name(project: Project, key: str, node: Any) -> None:
+    from devbox.spec import validate_name
+
+    project.values["name"] = _check(
+        project, key, lambda: validate_name(_scalar(project, key, node, (str,), "text"))
+    )
+
+
+def _read_image(project: Project, key: str, node: Any) -> None:
+    from devbox.spec import validate_image
+
+    project.values["image"] = _check(
+        project, key, lambda: validate_image(_scalar(project, key, node, (str,), "text"))
+    )
+
+
+def _read_gpus(project: Project, key: str, node: Any) -> None:
+    import yaml
+
+    from devbox import gpus
+
+    if isinstance(node, yaml.SequenceNode):
+        items = [_scalar(project, key, n, (int,), "a list of GPU indices") for n in node.value]
+        text = ",".join(str(i) for i in items)
+    else:
+        text = str(_scalar(project, key, node, (str, int), "GPUs such as 0,1 | all | none"))
+    _check(project, key, lambda: gpus.parse_selection(text))
+    project.values["gpus_text"] = text
+
+
+def _read_gpu_count(project: Project, key: str, node: Any) -> None:
+    from devbox import gpus
+
+    count = _scalar(project, key, node, (int,), "a whole number")
+    _check(project, key, lambda: gpus.parse_count(count))
+    project.values["gpu_count"] = count
+
+
+def _read_bool(kind: str) -> Callable[[Project, str, Any], None]:
+    def read(project: Project, key: str, node: Any) -> None:
+        project.values[kind] = _scalar(project, key, node, (bool,), "true or false")
+
+    return read
+
+
+def _read_size(kind: str) -> Callable[[Project, str, Any], None]:
+    def read(project: Project, key: str, node: Any) -> None:
+        from devbox.spec import parse_size
+
+        value = str(_scalar(project, key, node, (str, int), "a size such as 16g"))
+        project.values[kind] = _check(project, key, lambda: parse_size(value, f"--{kind.replace('_', '-')}"))
+
+    return read
+
+
+def _read_cpus(project: Project, key: str, node: Any) -> None:
+    from devbox.spec import parse_cpus
+
+    value = _scalar(project, key, node, (int, float), "a number of CPUs")
+    project.values["cpus"] = _check(project, key, lambda: parse_cpus(float(value)))
+
+
+def _read_workdir(project: Project, key: str, node: Any) -> None:
+    value = _scalar(project, key, node, (str,), "an absolute path")
+    if not value.startswith("/"):
+        raise project.error(key, f"{value!r} is not an absolute path", "e.g. /workspace")
+    project.values["workdir"] = value
+
+
+def _list_of_text(project: Project, key: str, node: Any, what: str) -> list[tuple[str, int]]:
+    import yaml
+
+    if isinstance(node, yaml.ScalarNode) and isinstance(_plain(node), str):
+        return [(_plain(node), node.start_mark.line + 1)]
+    if not isinstance(node, yaml.SequenceNode):
+        found = _kind(_plain(node) if isinstance(node, yaml.ScalarNode) else node)
+        raise project.error(key, f"must be a list of {what}, not {found}")
+    items = []
+    for item in node.value:
+        line = item.start_mark.line + 1
+        if not isinstance(item, yaml.ScalarNode) or not isinstance(_plain(item), str):
+            raise ProjectError(f"{project.path}:{line}: {key}: each entry must be {what}")
+        items.append((_plain(item), line))
+    return items
+
+
+def _read_mounts(project: Project, key: str, node: Any) -> None:
+    from devbox.spec import HostFacts, parse_mount
+
+    mounts = []
+    for i, (text, line) in enumerate(_list_of_text(project, key, node, "SRC:DST[:ro|rw] text")):
+        project.lines[f"mounts.{i}"] = line
+        source, sep, rest = text.partition(":")
+        if sep and source and not source.startswith(("/", "~")):
+            # Relative to the file, so the project's own data dir works from any checkout.
+            text = f"{os.path.normpath(project.path.parent / source)}:{rest}"
+        _check(project, f"mounts.{i}", lambda t=text: parse_mount(t, HostFacts.unchecked()))
+        mounts.append(text)
+    project.values["mounts"] = tuple(mounts)
+
+
+def _read_env(project: Project, key: str, node: Any) -> None:
+    import yaml
+
+    from devbox.spec import parse_env
+
+    entries: list[tuple[str, int]] = []
+    if isinstance(node, yaml.MappingNode):
+        for k, v in _pairs(project, node, key):
+            value = _plain(v)
+            if isinstance(value, (dict, list)) or v.tag == "tag:yaml.org,2002:null":
+                raise ProjectError(
+                    f"{project.path}:{k.start_mark.line + 1}: {key}.{k.value}: must be text or a number"
+                )
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            entries.append((f"{k.value}={text}", k.start_mark.line + 1))
+    else:
+        entries = _list_of_text(project, key, node, "NAME=VALUE text")
+    for i, (entry, line) in enumerate(entries):
+        project.lines[f"env.{i}"] = line
+        _check(project, f"env.{i}", lambda e=entry: parse_env(e))
+    project.values["envs"] = tuple(e for e, _ in entries)
+
+
+def _read_setup(project: Project, key: str, node: Any) -> None:
+    project.values["setup"] = tuple(t for t, _ in _list_of_text(project, key, node, "shell commands"))
+
+
+def _read_jobs(project: Project, key: str, node: Any) -> None:
+    import yaml
+
+    from devbox.jobs import NAME_RE
+
+    if not isinstance(node, yaml.MappingNode):
+        raise project.error(key, "must map job names to commands", "e.g. train: python train.py")
+    for name_node, spec_node in _pairs(project, node, key):
+        name, line = name_node.value, name_node.start_mark.line + 1
+        where = f"{project.path}:{line}: {key}.{name}"
+        if not NAME_RE.fullmatch(name):
+            raise ProjectError(f"{where}: invalid job name", "use letters, digits, '-' and '_'")
+        project.jobs[name] = _job(project, where, name, spec_node)
+
+
+def _job(project: Project, where: str, name: str, node: Any) -> ProjectJob:
+    import yaml
+
+    def argv_of(n: Any) -> tuple[str, ...]:
+        if isinstance(n, yaml.ScalarNode) and isinstance(_plain(n), str) and _plain(n).strip():
+            return (_plain(n),)
+        if (
+            isinstance(n, yaml.SequenceNode)
+            and n.value
+            and all(
+                isinstance(i, yaml.ScalarNode) and not isinstance(_plain(i), (dict, list)) for i in n.value
+            )
+        ):
+            return tuple(str(_plain(i)) for i in n.value)
+        raise ProjectError(f"{where}: the command must be a shell line or a list of arguments")
+
+    if not isinstance(node, yaml.MappingNode):
+        return ProjectJob(name, argv_of(node))
+    fields = {k.value: v for k, v in _pairs(project, node, where.rsplit(": ", 1)[-1])}
+    unknown = sorted(set(fields) - {"command", "cwd", "env", "gpus"})
+    if unknown:
+        raise ProjectError(f"{where}: unknown key {unknown[0]!r}", "a job takes command, cwd, env and gpus")
+    if "command" not in fields:
+        raise ProjectError(f"{where}: no command", "add command: python train.py")
+    env = fields.get("env")
+    env_list: tuple[str, ...] = ()
+    if env is not None:
+        if not isinstance(env, yaml.MappingNode):
+            raise ProjectError(f"{where}: env must map names to values")
+        env_list = tuple(f"{k.value}={_plain(v)}" for k, v in env.value)
+    cwd = _plain(fields["cwd"]) if "cwd" in fields else None
+    gpus = _plain(fields["gpus"]) if "gpus" in fields else None
+    return ProjectJob(
+        name,
+        argv_of(fields["command"]),
+        None if cwd is None else str(cwd),
+        env_list,
+        None if gpus is None else str(gpus),
+    )
+
+
+_READERS: dict[str, Callable[[Project, str, Any], None]] = {
+    "name": _read_name,
+    "host": _text("host"),
+    "image": _read_image,
+    "gpus": _read_gpus,
+    "gpu_count": _read_gpu_count,
+    "share_gpus": _read_bool("share_gpus"),
+    "mounts": _read_mounts,
+    "env": _read_env,
+    "memory": _read_size("memory"),
+    "shm_size": _read_size("shm_size"),
+    "cpus": _read_cpus,
+    "workdir": _read_workdir,
+    "sudo": _read_bool("sudo"),
+    "setup": _read_setup,
+    "jobs": _read_jobs,
+}
+_KEYS_HINT = "keys: " + ", ".join(_READERS)
+
+
+def check_sources(project: Project, facts: Any) -> None:
+    """Mount sources exist and are yours on the box's host; the error names the file's line."""
+    from devbox.spec import parse_mount
+
+    for i, text in enumerate(project.values.get("mounts", ())):
+        _check(project, f"mounts.{i}", lambda t=text: parse_mount(t, facts))
+
+
+def write_starter(folder: Path) -> Path:
+    """`devbox init`: a commented devbox.yaml named after the folder; never overwrites one."""
+    from devbox.spec import default_name
+
+    path = folder / FILENAMES[0]
+    try:
+        with path.open("x", encoding="utf-8") as f:
+            f.write(STARTER.format(name=default_name(folder)))
+    except FileExistsError:
+        raise UsageError(f"{path} already exists", "edit it, or remove it first") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}", "run it in a folder you can write") from None
+    return path
