@@ -39,6 +39,11 @@ RATIOS = {
     "remote: up + first ssh + rm": ("remote: the same by hand over ssh", 4.0),
     # A listing through the warm master against one plain ssh that runs `docker ps`.
     "remote: ls, master up": ("remote: docker ps by hand over ssh", 3.0),
+    # The tail of a big log is read from its end: as fast as the tail of a small one.
+    "jobs: logs -n 5 of a 104 MB log": ("jobs: logs -n 5 of a 1 KB log", 1.5),
+    # A job's whole round trip (start in tmux, record, follow the log, read the end) against one
+    # plain `docker exec` of the same command from the docker CLI.
+    "jobs: run --wait of true": ("jobs: docker exec of true", 6.0),
 }
 
 
@@ -71,6 +76,7 @@ def main() -> int:
         results["up, layer already built"] = timed(lambda: user.ok("up", name, "--image", base))
         results["ssh, first connection"] = timed(lambda: user.ssh(f"devbox-{name}", "true"))
         results["ssh, shared connection"] = timed(lambda: user.ssh(f"devbox-{name}", "true"), repeat=5)
+        results.update(jobs(user, client, name))
         results.update(remote(env, base))
     finally:
         for box in (name, name + "c"):
@@ -81,6 +87,23 @@ def main() -> int:
                     client.images.remove(tag, force=True)
         shutil.rmtree(user.home, ignore_errors=True)
     return report(results)
+
+
+def jobs(user: User, client: docker.DockerClient, box: str) -> dict[str, float]:
+    log = '"$HOME/.devbox/jobs/$DEVBOX_JOB/log"'
+    user.ok(
+        "run", box, "--name", "big", "--wait", "--", f'yes "a log line of filler" | head -n 4500000 >>{log}'
+    )
+    user.ok("run", box, "--name", "small", "--wait", "--", "seq 1 100")
+    container = client.containers.list(filters={"label": f"devbox.name={box}"})[0]
+    return {
+        "jobs: logs -n 5 of a 104 MB log": timed(lambda: user.ok("logs", box, "big", "-n", "5"), repeat=5),
+        "jobs: logs -n 5 of a 1 KB log": timed(lambda: user.ok("logs", box, "small", "-n", "5"), repeat=5),
+        "jobs: run --wait of true": timed(lambda: user.ok("run", box, "--wait", "--", "true"), repeat=3),
+        "jobs: docker exec of true": timed(
+            lambda: user.run("docker", "exec", "-u", user.name, container.id, "true"), repeat=3
+        ),
+    }
 
 
 def remote(env: dict[str, str], image: str) -> dict[str, float]:

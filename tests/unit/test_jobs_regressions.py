@@ -7,25 +7,9 @@ from pathlib import Path
 import pytest
 
 from devbox import jobs
-from devbox.boxes import Box
 from devbox.errors import DevboxError, UsageError
 
-BOX = Box(
-    name="b",
-    owner="a",
-    user="a",
-    uid=1000,
-    gid=1000,
-    status="running",
-    port=1,
-    gpus=("4", "5"),
-    image="i",
-    workdir="/w",
-    volume="v",
-    container="c",
-    container_id="id",
-    identity="",
-)
+from .test_jobs import BOX
 
 
 def rec(meta: str) -> bytes:
