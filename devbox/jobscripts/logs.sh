@@ -19,5 +19,5 @@ while :; do
         offset=$now
     fi
     [ "$3" = 1 ] && [ "$state" = running ] || break
-    sleep 0.2
+    sleep 0.1
 done

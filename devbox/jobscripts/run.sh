@@ -28,12 +28,13 @@ else
     rc=127
 fi
 # The pane's last output reaches the log through tmux a moment after the job ends: wait until the
-# log stops growing (up to 3 s) before the end is recorded, so whoever reads the log after it sees it all.
-last=-1 i=0
-while [ $i -lt 15 ]; do
+# log stops growing for 0.1 s (at most 3 s) before the end is recorded, so whoever reads the log
+# after that sees it all.
+last=$(wc -c <"$dir/log") i=0
+while [ $i -lt 30 ]; do
+    sleep 0.1
     size=$(wc -c <"$dir/log")
     [ "$size" = "$last" ] && break
     last=$size i=$((i + 1))
-    sleep 0.2
 done
 printf 'exit=%s\nended=%s\n' "$rc" "$(date +%s)" >"$dir/status.tmp" && mv "$dir/status.tmp" "$dir/status"
