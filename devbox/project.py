@@ -328,52 +328,65 @@ def _read_jobs(project: Project, key: str, node: Any) -> None:
     if not isinstance(node, yaml.MappingNode):
         raise project.error(key, "must map job names to commands", "e.g. train: python train.py")
     for name_node, spec_node in _pairs(project, node, key):
-        name, line = name_node.value, name_node.start_mark.line + 1
-        where = f"{project.path}:{line}: {key}.{name}"
+        name = name_node.value
+        where = f"{project.path}:{name_node.start_mark.line + 1}: {key}.{name}"
         if not NAME_RE.fullmatch(name):
             raise ProjectError(f"{where}: invalid job name", "use letters, digits, '-' and '_'")
-        project.jobs[name] = _job(project, where, name, spec_node)
+        project.jobs[name] = _job(project, where, f"{key}.{name}", node=spec_node)
 
 
-def _job(project: Project, where: str, name: str, node: Any) -> ProjectJob:
+def _job(project: Project, where: str, qualified: str, node: Any) -> ProjectJob:
+    """One entry of `jobs:`: a command (shell line or argv list), or a mapping with command, cwd,
+    env and gpus; each checked as `devbox run` checks its flags, the error naming this entry."""
     import yaml
 
-    def argv_of(n: Any) -> tuple[str, ...]:
-        if isinstance(n, yaml.ScalarNode) and isinstance(_plain(n), str) and _plain(n).strip():
-            return (_plain(n),)
-        if (
-            isinstance(n, yaml.SequenceNode)
-            and n.value
-            and all(
-                isinstance(i, yaml.ScalarNode) and not isinstance(_plain(i), (dict, list)) for i in n.value
-            )
-        ):
-            return tuple(str(_plain(i)) for i in n.value)
-        raise ProjectError(f"{where}: the command must be a shell line or a list of arguments")
+    from devbox import gpus
+    from devbox.spec import parse_env
 
+    name = qualified.split(".", 1)[1]
     if not isinstance(node, yaml.MappingNode):
-        return ProjectJob(name, argv_of(node))
-    fields = {k.value: v for k, v in _pairs(project, node, where.rsplit(": ", 1)[-1])}
+        return ProjectJob(name, _argv(where, node))
+    fields = {k.value: v for k, v in _pairs(project, node, qualified)}
     unknown = sorted(set(fields) - {"command", "cwd", "env", "gpus"})
     if unknown:
         raise ProjectError(f"{where}: unknown key {unknown[0]!r}", "a job takes command, cwd, env and gpus")
     if "command" not in fields:
         raise ProjectError(f"{where}: no command", "add command: python train.py")
-    env = fields.get("env")
-    env_list: tuple[str, ...] = ()
-    if env is not None:
-        if not isinstance(env, yaml.MappingNode):
+
+    def checked(check: Callable[[], Any]) -> Any:
+        try:
+            return check()
+        except UsageError as exc:
+            raise ProjectError(f"{where}: {exc.message}", exc.hint) from None
+
+    env: tuple[str, ...] = ()
+    if "env" in fields:
+        if not isinstance(fields["env"], yaml.MappingNode):
             raise ProjectError(f"{where}: env must map names to values")
-        env_list = tuple(f"{k.value}={_plain(v)}" for k, v in env.value)
-    cwd = _plain(fields["cwd"]) if "cwd" in fields else None
-    gpus = _plain(fields["gpus"]) if "gpus" in fields else None
-    return ProjectJob(
-        name,
-        argv_of(fields["command"]),
-        None if cwd is None else str(cwd),
-        env_list,
-        None if gpus is None else str(gpus),
-    )
+        env = tuple(f"{k.value}={_plain(v)}" for k, v in _pairs(project, fields["env"], f"{qualified}.env"))
+        for entry in env:
+            checked(lambda e=entry: parse_env(e))
+    cwd = str(_plain(fields["cwd"])) if "cwd" in fields else None
+    if cwd is not None and not cwd.startswith("/"):
+        raise ProjectError(f"{where}: cwd {cwd!r} is not an absolute path", "e.g. cwd: /workspace")
+    gpu_text = str(_plain(fields["gpus"])) if "gpus" in fields else None
+    if gpu_text is not None:
+        checked(lambda: gpus.parse_selection(gpu_text))
+    return ProjectJob(name, _argv(where, fields["command"]), cwd, env, gpu_text)
+
+
+def _argv(where: str, node: Any) -> tuple[str, ...]:
+    import yaml
+
+    if isinstance(node, yaml.ScalarNode) and isinstance(_plain(node), str) and _plain(node).strip():
+        return (_plain(node),)
+    if (
+        isinstance(node, yaml.SequenceNode)
+        and node.value
+        and all(isinstance(i, yaml.ScalarNode) for i in node.value)
+    ):
+        return tuple(str(_plain(i)) for i in node.value)
+    raise ProjectError(f"{where}: the command must be a shell line or a list of arguments")
 
 
 _READERS: dict[str, Callable[[Project, str, Any], None]] = {
