@@ -108,6 +108,7 @@ def cli() -> None:
       devbox host add gpu1 gpu1.lab      # a server from your ~/.ssh/config
       devbox up mybox --host gpu1 --gpus 0,1 --mount ~/data:/workspace/data
       ssh devbox-mybox                   # or: devbox ssh mybox, devbox code mybox
+      devbox run mybox --name train -- python train.py   # a tmux job; devbox logs mybox train -f
     """
 
 
@@ -518,7 +519,7 @@ def _running_box(name: str, host: str | None, ssh_config: Path | None = None) ->
     return engine, boxes.get_box(engine, name)
 
 
-@cli.command()
+@cli.command(short_help="Start a job in a box's tmux; it outlives your connection.")
 @click.argument("box_name", metavar="BOX")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("--name", "job_name", default=None, help="Job name [default: job-N].")
@@ -577,7 +578,7 @@ def _declared_job(command: tuple[str, ...]) -> ProjectJob | None:
     return project.load(path).jobs.get(command[0]) if path else None
 
 
-@cli.command()
+@cli.command(short_help="Write a commented devbox.yaml here.")
 def init() -> None:
     """Write a commented devbox.yaml for this directory (never overwrites one)."""
     from devbox import project
@@ -598,7 +599,7 @@ def _exit_like(job: Job) -> NoReturn:
     sys.exit(job.exit_status)
 
 
-@cli.command("jobs")
+@cli.command("jobs", short_help="A box's jobs: state, exit code, duration, last line.")
 @click.argument("box_name", metavar="BOX")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--prune", is_flag=True, help="Forget ended jobs (their logs move to ~/.devbox/logs).")
@@ -658,7 +659,7 @@ def _span(seconds: float | None) -> str:
     )
 
 
-@cli.command()
+@cli.command(short_help="A job's log; -f follows it to the end.")
 @click.argument("box_name", metavar="BOX")
 @click.argument("job_name", metavar="JOB")
 @click.option("-f", "--follow", is_flag=True, help="Go on until the job ends; exit with its code.")
@@ -668,13 +669,15 @@ def logs(box_name: str, job_name: str, follow: bool, lines: int | None, host: st
     """Print a job's log (kept on the home volume after the job ends or the box restarts)."""
     from devbox import jobs
 
+    jobs.check_name(job_name)
+    jobs.check_lines(lines)
     engine, box = _running_box(box_name, host)
     if follow:
         _exit_like(jobs.follow(engine, box, job_name, _write_stdout, lines))
     _write_stdout(jobs.logs(engine, box, job_name, lines))
 
 
-@cli.command()
+@cli.command(short_help="Wait for jobs to end; exit with the first failure's code.")
 @click.argument("box_name", metavar="BOX")
 @click.argument("job_names", metavar="JOB...", nargs=-1, required=True)
 @_host_opt
@@ -689,7 +692,7 @@ def wait(box_name: str, job_names: tuple[str, ...], host: str | None) -> None:
     sys.exit(failed[0].exit_status if failed else 0)
 
 
-@cli.command()
+@cli.command(short_help="Attach your terminal to a running job (C-b d detaches).")
 @click.argument("box_name", metavar="BOX")
 @click.argument("job_name", metavar="JOB")
 @_host_opt
@@ -709,7 +712,7 @@ def attach(box_name: str, job_name: str, host: str | None, ssh_config: Path | No
     _exec(jobs.attach_command(box, job.name, ssh_config))
 
 
-@cli.command("kill")
+@cli.command("kill", short_help="Stop a job: a signal, then KILL after --grace.")
 @click.argument("box_name", metavar="BOX")
 @click.argument("job_name", metavar="JOB")
 @click.option("--signal", "sig", default="TERM", show_default=True, help="Signal to send first.")
@@ -719,6 +722,7 @@ def kill_cmd(box_name: str, job_name: str, sig: str, grace: float, host: str | N
     """Signal a job's process group, then KILL it if it has not ended after --grace seconds."""
     from devbox import jobs
 
+    jobs.check_kill(job_name, sig, grace)
     engine, box = _running_box(box_name, host)
     job = jobs.kill(engine, box, job_name, sig, grace)
     _console().print(f"{job.name}: {escape(job.describe())}")

@@ -6,14 +6,13 @@ import hashlib
 import io
 import json
 import os
-import re
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from devbox import __version__, paths
+from devbox import __version__, paths, terminal
 from devbox.engine import LABEL_PREFIX, Engine, describe_error
 from devbox.errors import DevboxError, UsageError
 
@@ -145,12 +144,9 @@ def _build(
         raise DevboxError(_build_failure(base, describe_error(exc), log)) from None
 
 
-_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|[\x00-\x08\x0b-\x1f\x7f]")
-
-
 def _plain(text: str) -> str:
     """Build output without terminal escapes: package managers colour their errors."""
-    return _ANSI_RE.sub("", text)
+    return terminal.plain(text)
 
 
 def _build_failure(base: str, error: str, log: list[str]) -> str:

@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devbox import gpus
+from devbox import gpus, terminal
 from devbox.engine import describe_error
 from devbox.errors import DevboxError, NotFoundError, UsageError
 
@@ -354,23 +354,15 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-_ANSI = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves
-    r"|\x1b\][^\x07\x1b]*(\x07|\x1b\\)"  # OSC: titles, links
-    r"|\x1b[()*+][0-9A-Za-z]"  # character set selection (`tput sgr0` sends one)
-    r"|\x1b[@-_0-9=>]"  # the rest: save/restore cursor, keypad modes
-)
-
-
 def _printable(text: str) -> str:
     """A log line as a table cell: terminal escapes and control characters gone."""
-    return "".join(ch for ch in _ANSI.sub("", text).replace("\t", " ") if ch.isprintable()).strip()
+    return "".join(ch for ch in terminal.plain(text).replace("\t", " ") if ch.isprintable()).strip()
 
 
 def logs(engine: Engine, box: Box, name: str, lines: int | None = None) -> bytes:
     """The job's log, or its last `lines` lines (read from the end: fast on any size)."""
     check_name(name)
-    return b"".join(_stream(engine, box, "logs.sh", name, _lines(lines), "0")).replace(b"\r\n", b"\n")
+    return b"".join(_stream(engine, box, "logs.sh", name, check_lines(lines), "0")).replace(b"\r\n", b"\n")
 
 
 def follow(
@@ -378,12 +370,13 @@ def follow(
 ) -> Job:
     """Write the job's log as it grows until the job ends; return the ended job."""
     check_name(name)
-    for chunk in _stream(engine, box, "logs.sh", name, _lines(lines), "1"):
+    for chunk in _stream(engine, box, "logs.sh", name, check_lines(lines), "1"):
         write(chunk.replace(b"\r\n", b"\n"))
     return get(engine, box, name)
 
 
-def _lines(lines: int | None) -> str:
+def check_lines(lines: int | None) -> str:
+    """`-n`: 'all' or a count, checked before any box is asked."""
     if lines is None:
         return "all"
     if lines < 0:
@@ -419,8 +412,8 @@ def wait(
     return ended
 
 
-def kill(engine: Engine, box: Box, name: str, signal: str = "TERM", grace: float = 10.0) -> Job:
-    """Send `signal` to the job's process group, then KILL after `grace` seconds; return the job."""
+def check_kill(name: str, signal: str, grace: float) -> tuple[str, int]:
+    """`kill`'s input, checked before any box is asked: the signal's name and the grace in ticks."""
     check_name(name)
     sig = signal.upper().removeprefix("SIG")
     if sig not in SIGNALS:
@@ -429,7 +422,13 @@ def kill(engine: Engine, box: Box, name: str, signal: str = "TERM", grace: float
         raise UsageError(
             f"--grace {grace:g}: give a number of seconds from 0 to {MAX_GRACE_S}", "e.g. --grace 30"
         )
-    code, _out, err = _exec(engine, box, "kill.sh", name, sig, str(math.ceil(grace / TICK_S)))
+    return sig, math.ceil(grace / TICK_S)
+
+
+def kill(engine: Engine, box: Box, name: str, signal: str = "TERM", grace: float = 10.0) -> Job:
+    """Send `signal` to the job's process group, then KILL after `grace` seconds; return the job."""
+    sig, ticks = check_kill(name, signal, grace)
+    code, _out, err = _exec(engine, box, "kill.sh", name, sig, str(ticks))
     if code == _NO_JOB:
         raise NotFoundError(
             f"no job named {name!r} in box {box.name}", f"`devbox jobs {box.name}` lists them"

@@ -614,10 +614,10 @@ def test_logs_follow_and_wait_check_names_and_lines_before_reaching_the_box() ->
 
 
 def test_lines() -> None:
-    assert jobs._lines(None) == "all"
-    assert jobs._lines(0) == "0"
-    assert jobs._lines(100) == "100"
-    err = usage_error(jobs._lines, -1)
+    assert jobs.check_lines(None) == "all"
+    assert jobs.check_lines(0) == "0"
+    assert jobs.check_lines(100) == "100"
+    err = usage_error(jobs.check_lines, -1)
     assert err.message == "-n -1: give a number of lines, 0 or more"
 
 
