@@ -154,10 +154,14 @@ class GpuReport:
         return data
 
 
-def report(engine: Engine) -> GpuReport:
+def report(engine: Engine, *, probe: bool = True) -> GpuReport:
+    """The host's GPUs and holders. `probe=False` skips the throwaway container that tests
+    Docker's GPU support (a screen refreshing every few seconds must not start containers)."""
     inv = inventory(engine, required=True)
     assert inv is not None
-    return GpuReport(inv, held_gpus(engine, inv), _box_pids(engine), docker_gpu_support(engine))
+    # Whose processes they are takes a `top` per running box: only worth asking when some run.
+    owners = _box_pids(engine) if inv.processes else {}
+    return GpuReport(inv, held_gpus(engine, inv), owners, docker_gpu_support(engine, probe=probe))
 
 
 def _box_pids(engine: Engine) -> dict[int, str]:
@@ -175,13 +179,15 @@ def _box_pids(engine: Engine) -> dict[int, str]:
     return owners
 
 
-def docker_gpu_support(engine: Engine) -> bool | None:
+def docker_gpu_support(engine: Engine, *, probe: bool = True) -> bool | None:
     """Whether the engine can start a container with `--gpus` (NVIDIA runtime hook or runtime present)."""
     import docker
 
     info = engine.client.info()
     if "nvidia" in (info.get("Runtimes") or {}):
         return True
+    if not probe:
+        return None
     # devbox's own layer images: known to have `true`, and to be meant to run here.
     images = engine.client.images.list(name="devbox-layer")
     if not images:

@@ -53,6 +53,11 @@ class Box:
     host: str = LOCAL  # the devbox host it runs on
     jump: str = ""  # that host's ssh destination ("" for the local engine)
     networks: tuple[str, ...] = ()  # the Docker networks it is attached to
+    started: str = ""  # when it last started (Docker's ISO time), "" if never
+    mounts: tuple[str, ...] = ()  # the user's bind mounts, SRC:DST[:ro]
+    memory: int = 0  # limits in bytes / CPUs; 0: none
+    cpus: float = 0.0
+    shm_size: int = 0
 
     @property
     def isolated(self) -> bool:
@@ -109,6 +114,7 @@ class Box:
                 host=host.name,
                 jump=host.jump,
                 networks=tuple(sorted(((c.attrs.get("NetworkSettings") or {}).get("Networks") or {}).keys())),
+                **_runtime(c.attrs),
             )
         except (KeyError, ValueError):
             raise DevboxError(
@@ -117,6 +123,24 @@ class Box:
                 if c.labels.get(L("name")) and c.labels.get(L("owner"))
                 else f"remove it with `docker rm -f {c.name}`",
             ) from None
+
+
+def _runtime(attrs: dict) -> dict[str, object]:
+    """What Docker reports about a box beyond its labels: start time, bind mounts, limits."""
+    host_config = attrs.get("HostConfig") or {}
+    binds = [
+        f"{m.get('Source')}:{m.get('Destination')}" + ("" if m.get("RW", True) else ":ro")
+        for m in attrs.get("Mounts") or []
+        if m.get("Type") == "bind"
+    ]
+    started = str((attrs.get("State") or {}).get("StartedAt") or "")
+    return {
+        "started": "" if started.startswith("0001-") else started,
+        "mounts": tuple(binds),
+        "memory": int(host_config.get("Memory") or 0),
+        "cpus": int(host_config.get("NanoCpus") or 0) / 1e9,
+        "shm_size": int(host_config.get("ShmSize") or 0),
+    }
 
 
 @dataclass(frozen=True)

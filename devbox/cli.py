@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 from devbox.errors import DevboxError, UsageError
-from devbox.spec import DEFAULT_SHM, READY_TIMEOUT_S
+from devbox.spec import DEFAULT_IMAGE, DEFAULT_SHM, READY_TIMEOUT_S
 
 if TYPE_CHECKING:
     from devbox.boxes import Box
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from devbox.jobs import Job
     from devbox.keys.keypair import Identity
     from devbox.project import Project, ProjectJob
-
-DEFAULT_IMAGE = "ubuntu:24.04"
 
 
 def _console(stderr: bool = False):
@@ -783,6 +781,37 @@ def _print_gpus(report) -> None:
         )
     elif report.docker_gpus is None:
         out.print("[dim]Could not tell whether Docker can pass GPUs to containers.[/dim]")
+
+
+# ---------------------------------------------------------------- tui
+
+
+@cli.command(short_help="A live screen of boxes, GPUs and jobs on every host.")
+@click.option("--readonly", is_flag=True, help="Show everything, change nothing (no action keys).")
+@click.option(
+    "--interval",
+    type=float,
+    default=2.0,
+    show_default=True,
+    callback=_positive_seconds,
+    help="Seconds between refreshes.",
+)
+@_host_opt
+@_ssh_config_opt
+def tui(readonly: bool, interval: float, host: str | None, ssh_config: Path | None) -> None:
+    """Boxes, GPUs (and who holds them), owners and jobs on every host; act on yours with one key.
+
+    Press ? in the app for its keys.
+    """
+    from devbox import hosts
+
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError(
+            "devbox tui needs a terminal", "run it in a terminal, or use `devbox ls`/`devbox gpus`"
+        )
+    from devbox.tui.app import DevboxApp
+
+    DevboxApp(hosts.targets(host), readonly=readonly, interval=interval, ssh_config=ssh_config).run()
 
 
 # ---------------------------------------------------------------- hosts

@@ -20,6 +20,7 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _SIZE_RE = re.compile(r"\d+(\.\d+)?[bkmg]?", re.IGNORECASE)
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 READY_TIMEOUT_S = 90.0  # how long up/start wait for a key login before giving up
+DEFAULT_IMAGE = "ubuntu:24.04"
 DEFAULT_SHM = "8g"  # PyTorch DataLoader workers share tensors through /dev/shm; Docker's 64m breaks them.
 
 

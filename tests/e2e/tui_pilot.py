@@ -1,0 +1,201 @@
+"""Drives `devbox tui` with Textual's Pilot as the ordinary test user, against the real engine.
+
+Run by tests/e2e/test_tui_e2e.py as `python tui_pilot.py SCENARIO [ARG...]` under runuser (so the
+app sees that user's boxes, keys and ssh config, never root's); prints one JSON object of what the
+screen showed. Not a test module: pytest does not collect it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+from devbox.tui import render
+from devbox.tui.app import DevboxApp
+
+from devbox import hosts, overview
+
+
+class Recorder(DevboxApp):
+    """The real app, noting every notification so the test can read what a person was told."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.told: list[str] = []
+
+    def notify(self, message, *args, **kwargs) -> None:  # type: ignore[override]
+        self.told.append(str(message))
+        super().notify(message, *args, **kwargs)
+
+
+def rows(app: DevboxApp) -> list[list[str]]:
+    table = app.query_one("#boxes")
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def job_rows(app: DevboxApp) -> list[list[str]]:
+    table = app.query_one("#jobs")
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def state_of(app: DevboxApp, name: str) -> str | None:
+    return next((r[3] for r in rows(app) if r[1] == name), None)
+
+
+async def until(pilot, check, timeout: float = 120.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        await pilot.pause(0.2)
+    raise SystemExit(json.dumps({"timeout": what, "rows": rows(pilot.app), "told": pilot.app.told}))
+
+
+async def select(pilot, name: str) -> None:
+    await until(pilot, lambda: state_of(pilot.app, name) is not None, what=f"row {name}")
+    table = pilot.app.query_one("#boxes")
+    index = next(i for i, r in enumerate(rows(pilot.app)) if r[1] == name)
+    table.move_cursor(row=index)
+    table.focus()
+    await pilot.pause(0.1)
+
+
+def panels(app: DevboxApp) -> dict[str, object]:
+    found = app.selected()
+    return {
+        "rows": rows(app),
+        "jobs": job_rows(app),
+        "gpus": render.gpu_panel(app.views).plain,
+        "details": render.details(*found).plain if found else "",
+        "status": render.status_line(app.views),
+        "told": app.told,
+        "hosts": {v.host.name: v.reachable for v in app.views},
+    }
+
+
+async def see(pilot, name: str) -> dict[str, object]:
+    await select(pilot, name)
+    await until(pilot, lambda: bool(pilot.app.views), what="first refresh")
+    return panels(pilot.app)
+
+
+async def form(pilot, bad: str, good: str) -> dict[str, object]:
+    await until(pilot, lambda: bool(pilot.app.views), what="first refresh")
+    await pilot.press("n")
+    await pilot.pause(0.3)
+    screen = pilot.app.screen
+    screen.query_one("#name").value = bad
+    await pilot.click("#create")
+    await pilot.pause(0.3)
+    inline = str(screen.query_one("#form-error").render())
+    still_open = pilot.app.screen is screen
+    screen.query_one("#name").value = good
+    await pilot.click("#gpu-1")
+    await pilot.click("#create")
+    await until(pilot, lambda: state_of(pilot.app, good) == "running", what=f"{good} running")
+    return {"inline": inline, "form_stayed_open": still_open, **panels(pilot.app)}
+
+
+async def act(pilot, name: str) -> dict[str, object]:
+    seen = []
+    await select(pilot, name)
+    await pilot.press("x")
+    await until(pilot, lambda: state_of(pilot.app, name) == "exited", what="stopped")
+    seen.append(state_of(pilot.app, name))
+    await select(pilot, name)
+    await pilot.press("s")
+    await until(pilot, lambda: state_of(pilot.app, name) == "running", what="started")
+    seen.append(state_of(pilot.app, name))
+    await select(pilot, name)
+    await pilot.press("d")
+    await pilot.pause(0.3)
+    await pilot.press("y")
+    await until(pilot, lambda: state_of(pilot.app, name) is None, what="removed")
+    seen.append(None)
+    return {"states": seen, **panels(pilot.app)}
+
+
+async def job(pilot, name: str, job_name: str, final: str) -> dict[str, object]:
+    await select(pilot, name)
+    states: list[str] = []
+
+    def note() -> bool:
+        for row in job_rows(pilot.app):
+            if row[0] == job_name and (not states or states[-1] != row[1]):
+                states.append(row[1])
+        return final in states
+
+    await until(pilot, note, what=f"job {job_name} {final}")
+    await pilot.pause(1.5)  # one log poll
+    log = "\n".join(str(line) for line in pilot.app.query_one("#log").lines)
+    return {"states": states, "log": log, **panels(pilot.app)}
+
+
+async def refused(pilot, name: str) -> dict[str, object]:
+    await select(pilot, name)
+    await pilot.press("x")
+    await pilot.press("d")
+    await pilot.pause(0.5)
+    return {"screen": type(pilot.app.screen).__name__, **panels(pilot.app)}
+
+
+async def readonly(pilot, name: str) -> dict[str, object]:
+    await select(pilot, name)
+    await pilot.press("x")
+    await pilot.press("n")
+    await pilot.pause(1.0)
+    footer = " ".join(b.binding.description for b in pilot.app.active_bindings.values() if b.binding.show)
+    return {"screen": type(pilot.app.screen).__name__, "footer": footer, **panels(pilot.app)}
+
+
+async def outage(pilot, remote: str, flag: str) -> dict[str, object]:
+    """Wait until `remote` answers, say so, wait for the test to stop its sshd (it creates `flag`),
+    then watch `remote` turn unreachable while the local engine keeps refreshing."""
+    app = pilot.app
+    await until(pilot, lambda: {v.host.name: v.reachable for v in app.views}.get(remote) is True, what="up")
+    before = {v.host.name: v.reachable for v in app.views}
+    print("READY", flush=True)
+    await until(pilot, lambda: Path(flag).exists(), timeout=60, what="flag")
+    gone_at = time.monotonic()
+
+    def down() -> bool:
+        return {v.host.name: v.reachable for v in app.views}.get(remote) is False
+
+    await until(pilot, down, timeout=90, what="unreachable")
+    took = time.monotonic() - gone_at
+    local_then = next(v.taken_at for v in app.views if v.host.name == hosts.LOCAL)
+    await pilot.pause(app.interval * 2 + 1)
+    local_now = next(v.taken_at for v in app.views if v.host.name == hosts.LOCAL)
+    return {
+        "before": before,
+        "seconds_to_unreachable": took,
+        "local_advanced": local_now - local_then,
+        **panels(app),
+    }
+
+
+SCENARIOS = {
+    "see": see,
+    "form": form,
+    "act": act,
+    "job": job,
+    "refused": refused,
+    "readonly": readonly,
+    "outage": outage,
+}
+
+
+async def main(scenario: str, args: list[str]) -> None:
+    targets = hosts.listed(hosts.load())
+    app = Recorder(targets, readonly=scenario == "readonly", interval=1.0)
+    async with app.run_test(size=(160, 50)) as pilot:
+        result = await SCENARIOS[scenario](pilot, *args)
+    print(json.dumps(result, default=str))
+
+
+if __name__ == "__main__":
+    assert overview  # the core module the app reads from must import for the driver too
+    asyncio.run(main(sys.argv[1], sys.argv[2:]))

@@ -1,0 +1,137 @@
+"""What the TUI's panels say, from HostViews built by hand: bars, spans, flags, freshness."""
+
+from __future__ import annotations
+
+import time
+
+from devbox.tui import render
+
+from devbox import allocation, gpus, overview
+from devbox.boxes import Box
+from devbox.hosts import LOCAL_HOST, Host
+from devbox.overview import HostView
+
+H100 = "NVIDIA H100 80GB HBM3"
+
+
+def _box(name: str, owner: str = "ana", status: str = "running", gpu: tuple[str, ...] = ("0",)) -> Box:
+    return Box(
+        name=name,
+        owner=owner,
+        user=owner,
+        uid=1000,
+        gid=1000,
+        status=status,
+        port=20001,
+        gpus=gpu,
+        image="ubuntu:24.04",
+        workdir="/home/ana",
+        volume=f"devbox-{owner}-{name}.home",
+        container=f"devbox-{owner}-{name}",
+        container_id="c" * 64,
+        identity="",
+        started="2026-01-01T00:00:00.123456789Z",
+        mounts=("/data:/workspace/data:ro",),
+        memory=64 << 30,
+        cpus=8.0,
+        shm_size=8 << 30,
+    )
+
+
+def _report(processes: tuple[gpus.GpuProcess, ...] = (), pid_owners: dict[int, str] | None = None):
+    inv = gpus.Inventory(
+        (
+            gpus.Gpu(0, "GPU-aaaa", H100, 40960, 81920, 97, False),
+            gpus.Gpu(1, "GPU-bbbb", H100, 0, 81920, 0, False),
+        ),
+        processes,
+    )
+    return allocation.GpuReport(inv, {"0": "ana/train"}, pid_owners or {}, None)
+
+
+def test_my_boxes_are_plain_and_a_colleagues_dimmed_with_unknown_jobs() -> None:
+    mine, theirs = _box("train"), _box("eval", owner="bo")
+    view = HostView(LOCAL_HOST, "ana", (mine, theirs), jobs={"train": ()}, taken_at=time.time())
+    my_cells = render.box_cells(view, mine, now=render.parse_time(mine.started) + 3700)
+    their_cells = render.box_cells(view, theirs)
+    assert [c.plain for c in my_cells] == [
+        "local",
+        "train",
+        "ana",
+        "running",
+        "0",
+        "devbox-train",
+        "1h01m",
+        "0",
+    ]
+    assert "dim" not in str(my_cells[0].style)
+    assert "dim" in str(their_cells[0].style)
+    assert their_cells[7].plain == "-"  # jobs of someone else's box are not read
+
+
+def test_gpu_panel_names_holders_and_flags_processes_outside_boxes_and_in_the_wrong_box() -> None:
+    procs = (gpus.GpuProcess("GPU-aaaa", 11, "python", 100), gpus.GpuProcess("GPU-bbbb", 22, "python3", 50))
+    report = _report(procs, {22: "ana/train"})
+    view = HostView(LOCAL_HOST, "ana", (), gpus=report, taken_at=time.time())
+    text = render.gpu_panel([view]).plain
+    assert f"2× {H100}" in text
+    assert " 0 " in text and "40/80G" in text and "97%" in text and "ana/train" in text
+    assert "free" in text  # GPU 1
+    assert "GPU 0 pid 11 python: outside devbox" in text
+    assert "GPU 1 pid 22 python3: ana/train does not hold this GPU" in text
+
+
+def test_a_process_in_the_box_that_holds_the_gpu_is_not_flagged() -> None:
+    report = _report((gpus.GpuProcess("GPU-AAAA", 11, "python", 100),), {11: "ana/train"})
+    assert overview.flagged_processes(report) == []
+
+
+def test_unreachable_host_and_freshness_show_in_status_and_panel() -> None:
+    now = time.time()
+    up = HostView(LOCAL_HOST, "ana", taken_at=now - 3)
+    down = HostView(Host("gpu1", "ana@gpu1"), error="no answer within 25 s", taken_at=now)
+    assert render.status_line([up, down], now) == "devbox · local updated 3s ago · gpu1 unreachable"
+    assert "gpu1  unreachable: no answer within 25 s" in render.gpu_panel([down]).plain
+    assert [c.plain for c in render.unreachable_cells(down)][:4] == ["gpu1", "-", "-", "unreachable"]
+
+
+def test_details_show_image_mounts_limits_and_ssh_command() -> None:
+    box = _box("train")
+    text = render.details(HostView(LOCAL_HOST, "ana", (box,)), box).plain
+    assert "ubuntu:24.04" in text
+    assert "/data:/workspace/data:ro" in text
+    assert "memory 64g, cpus 8, shm 8g" in text
+    assert "ssh devbox-train" in text
+
+
+def test_a_colleagues_box_is_refused_before_any_engine_call() -> None:
+    box = _box("eval", owner="bo")
+    view = HostView(LOCAL_HOST, "ana", (box,))
+    try:
+        overview.refuse_foreign(view, box)
+    except Exception as exc:  # noqa: BLE001 - the type is the point of the next line
+        assert type(exc).__name__ == "UsageError"
+        assert "belongs to bo" in str(exc.message)  # type: ignore[attr-defined]
+    else:
+        raise AssertionError("acting on bo's box was not refused")
+
+
+def test_bars_spans_filter_and_log_search() -> None:
+    assert render.bar(None, 100).plain.strip() == "n/a"
+    assert render.bar(50, 100, 8).plain == "████░░░░"
+    assert render.bar(100, 100, 4).plain == "████"
+    assert [render.span(s) for s in (5, 65, 3700, 90000)] == ["5s", "1m05s", "1h01m", "1d01h"]
+    assert render.parse_time("0001-01-01T00:00:00Z") is not None
+    assert render.parse_time("garbage") is None
+    view = HostView(LOCAL_HOST, "ana")
+    assert render.matches(view, _box("train"), "TRA")
+    assert not render.matches(view, _box("train"), "eval")
+    assert render.log_lines("a\nepoch 1\nb\nEpoch 2", "epoch") == ["epoch 1", "Epoch 2"]
+    assert render.help_rows([("q", "Quit"), ("q", "Quit again"), ("x", "")]) == [("q", "Quit")]
+
+
+def test_find_locates_a_box_by_host_owner_and_name() -> None:
+    a, b = _box("same"), _box("same", owner="bo")
+    views = [HostView(LOCAL_HOST, "ana", (a, b))]
+    assert overview.find(views, "local", "same", "bo") == (views[0], b)
+    assert overview.find(views, "gpu1", "same", "bo") is None
