@@ -8,6 +8,7 @@ runs — of one user or of several, from one client or several — never end up 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -74,11 +75,15 @@ def refuse_conflicts(wanted: tuple[str, ...], held: dict[str, str]) -> None:
         raise gpus.conflict_error(conflicts)
 
 
-def start_checked(engine: Engine, container: Container, share: bool) -> None:
-    """Start a stopped box unless another running box took its GPUs meanwhile."""
+def start_checked(
+    engine: Engine, container: Container, share: bool, progress: Callable[[str], None] | None = None
+) -> None:
+    """Start a stopped box unless another running box took its GPUs meanwhile. `progress` hears
+    who holds the engine lock when this has to wait for it."""
     import docker
 
-    with engine.lock(LOCK, container.attrs["Config"]["Image"]):
+    name = container.labels[L("name")]
+    with engine.lock(LOCK, container.attrs["Config"]["Image"], on_wait=progress):
         wanted = gpus.parse_label(container.labels.get(L("gpus"), ""))
         if wanted and not share and container.labels.get(L("share-gpus")) != "1":
             inv = inventory(engine, required=False)
@@ -87,21 +92,29 @@ def start_checked(engine: Engine, container: Container, share: bool) -> None:
             try:
                 refuse_conflicts(wanted, held_gpus(engine, inv, exclude=container.id))
             except GpuBusyError as exc:
-                raise GpuBusyError(
-                    exc.message, "wait until they are free, or start it with --share-gpus"
-                ) from None
+                raise _start_refusal(exc, name) from None
         try:
             container.start()
         except docker.errors.APIError as exc:
             raise DevboxError(
-                f"cannot start {container.labels[L('name')]}: {describe_error(exc)}",
+                f"cannot start {name}: {describe_error(exc)}",
                 "if its port is taken by another program, recreate the box (`devbox rm` then `devbox up`)",
             ) from None
         try:
             refuse_if_outraced(engine, container)
-        except DevboxError:
+        except GpuBusyError as exc:
             container.stop(timeout=5)
-            raise
+            raise _start_refusal(exc, name) from None
+
+
+def _start_refusal(exc: GpuBusyError, name: str) -> GpuBusyError:
+    """A stopped box keeps the GPUs it was made with: the hint offers only what `start` can do
+    (`up`'s --gpus and --gpu-count would not apply)."""
+    return GpuBusyError(
+        exc.message,
+        f"wait until they are free (stop the box holding them if it is yours), "
+        f"or share them: `devbox start {name} --share-gpus`",
+    )
 
 
 def refuse_if_outraced(engine: Engine, container: Container) -> None:

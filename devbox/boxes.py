@@ -304,7 +304,7 @@ def _up_existing(
     trust.refresh(container, box.alias, identity)
     if not box.running:
         progress(f"Starting {spec.name}")
-        allocation.start_checked(engine, container, share=spec.share_gpus)
+        allocation.start_checked(engine, container, share=spec.share_gpus, progress=progress)
     _wait_ready(engine, box, identity, timeout)
     include, settings, warning = _publish(box, ssh_config, identity)
     return UpResult(get_box(engine, spec.name), False, include, settings, warning)
@@ -458,6 +458,9 @@ def _create_args(
         L("workdir"): spec.workdir or spec.home,
         L("volume"): volume,
         L("identity"): identity_label,
+        # The ssh alias it is published under: `rm` cleans that one up even if DEVBOX_HOST_PREFIX
+        # (or config.yaml's alias_prefix) has changed since.
+        L("alias"): sshconfig.host_alias(spec.name),
         L("version"): __version__,
         L("spec"): json.dumps(spec.fingerprint(), sort_keys=True),
     }
@@ -624,16 +627,24 @@ def start(
     share_gpus: bool = False,
     ssh_config: Path | None = None,
     timeout: float = READY_TIMEOUT_S,
+    progress: Progress | None = None,
+    on_warning: Progress | None = None,
 ) -> Box:
-    """Start a stopped box (GPU conflicts checked) and wait until a key login works."""
+    """Start a stopped box (GPU conflicts checked) and wait until a key login works.
+
+    `progress` hears who holds the engine lock if this waits for it; `on_warning` hears what
+    went wrong around a box that is up (its ssh entry could not be written, say).
+    """
     container = _container(engine, name, engine.owner)
     box = Box.from_container(container, engine.host)
     identity = identity_of(box)
     trust.refresh(container, box.alias, identity)
     if not box.running:
-        allocation.start_checked(engine, container, share_gpus)
+        allocation.start_checked(engine, container, share_gpus, progress)
     _wait_ready(engine, box, identity, timeout)
-    _publish(box, ssh_config, identity)
+    _include, _settings, warning = _publish(box, ssh_config, identity)
+    if warning and on_warning is not None:
+        on_warning(warning)
     return get_box(engine, name)
 
 
@@ -644,13 +655,22 @@ def stop(engine: Engine, name: str) -> Box:
 
 
 def restart(
-    engine: Engine, name: str, *, ssh_config: Path | None = None, timeout: float = READY_TIMEOUT_S
+    engine: Engine,
+    name: str,
+    *,
+    ssh_config: Path | None = None,
+    timeout: float = READY_TIMEOUT_S,
+    progress: Progress | None = None,
+    on_warning: Progress | None = None,
 ) -> Box:
-    """Restart in place: a running box keeps its GPUs throughout (no window for others to take them)."""
+    """Restart in place: a running box keeps its GPUs throughout (no window for others to take them).
+    A stopped box is started; `progress` and `on_warning` as for `start`."""
     container = _container(engine, name, engine.owner)
     if container.status not in RUNNING_STATES:
-        return start(engine, name, ssh_config=ssh_config, timeout=timeout)
-    with engine.lock(allocation.LOCK, container.attrs["Config"]["Image"]):
+        return start(
+            engine, name, ssh_config=ssh_config, timeout=timeout, progress=progress, on_warning=on_warning
+        )
+    with engine.lock(allocation.LOCK, container.attrs["Config"]["Image"], on_wait=progress):
         _docker_call(f"restart {name}", lambda: container.restart(timeout=10))
     box = get_box(engine, name)
     _wait_ready(engine, box, identity_of(box), timeout)
@@ -669,12 +689,12 @@ def rm(engine: Engine, name: str, *, purge: bool = False, ssh_config: Path | Non
     volume = container.labels.get(L("volume")) or f"{container_name(engine.owner, name)}.home"
     _docker_call(f"remove {name}", lambda: container.remove(force=True))
     # Local cleanup is best effort: the box is gone, and a stale entry is harmless.
-    with contextlib.suppress(OSError, DevboxError):
-        alias = sshconfig.host_alias(name)
-        sshconfig.remove(alias, user_config=ssh_config)
-        known_hosts.unpin(alias)
-        if vscode.settings_path().parent.is_dir():
-            vscode.remove_remote_platform(alias)
+    for alias in published_aliases(container.labels, engine.host.jump, name):
+        with contextlib.suppress(OSError, DevboxError):
+            sshconfig.remove(alias, user_config=ssh_config)
+            known_hosts.unpin(alias)
+            if vscode.settings_path().parent.is_dir():
+                vscode.remove_remote_platform(alias)
     if purge:
         try:
             engine.client.volumes.get(volume).remove(force=True)
@@ -683,3 +703,29 @@ def rm(engine: Engine, name: str, *, purge: bool = False, ssh_config: Path | Non
         except docker.errors.APIError as exc:
             raise DevboxError(f"removed {name}, but not its home volume: {describe_error(exc)}") from None
     return volume
+
+
+def published_aliases(labels: dict[str, str], jump: str, name: str) -> list[str]:
+    """The ssh aliases this client may have published box `name` (with Docker `labels`, on the
+    host reached through `jump`) under: the one recorded when it was made, any block of ours that
+    reaches its port on that host, and the one the current prefix gives, each unless our block
+    for that alias is another box's. The prefix may have changed since the box was made."""
+    try:
+        entries = sshconfig.read_entries()
+    except DevboxError:
+        entries = []
+    port = labels.get(L("port"), "")
+
+    def this_box(entry: sshconfig.HostEntry) -> bool:
+        return str(entry.port) == port and entry.proxy_jump == jump and entry.alias.endswith(name)
+
+    found = {e.alias for e in entries if this_box(e)}
+    candidates = [labels.get(L("alias"), "")]
+    with contextlib.suppress(UsageError):
+        candidates.append(sshconfig.host_alias(name))
+    for alias in filter(None, candidates):
+        with contextlib.suppress(UsageError):
+            sshconfig.host_alias(alias, prefix="")  # a damaged label names nothing ssh could use
+            if all(this_box(e) for e in entries if e.alias == alias):
+                found.add(alias)
+    return sorted(found)

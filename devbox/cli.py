@@ -51,12 +51,20 @@ def _engine(host: str | None, *, box: str | None = None, ssh_config: Path | None
     return Engine.connect(hosts.resolve(host, box=box), ssh_config=ssh_config)
 
 
+def _settings():
+    """The config module, for config.yaml's defaults (imported only by commands that use them)."""
+    from devbox import config
+
+    return config
+
+
 def _identity(path: str | None) -> Identity:
     from devbox.keys.keypair import ensure_user_key, load_identity
 
     if path == "":
         raise UsageError("--identity is empty", "give the path of your private key, or leave --identity out")
-    return load_identity(Path(path)) if path else ensure_user_key()
+    chosen = Path(path) if path else _settings().current().identity
+    return load_identity(chosen) if chosen else ensure_user_key()
 
 
 def _ssh_config_opt(f):
@@ -65,7 +73,8 @@ def _ssh_config_opt(f):
         "ssh_config",
         type=click.Path(dir_okay=False, path_type=Path),
         envvar="DEVBOX_SSH_CONFIG",
-        help="OpenSSH config to add devbox's Include to [default: ~/.ssh/config].",
+        default=lambda: _settings().current().ssh_config,
+        help="OpenSSH config to add devbox's Include to [default: config.yaml's, or ~/.ssh/config].",
     )(f)
 
 
@@ -114,7 +123,7 @@ def cli() -> None:
 @click.argument("name", required=False)
 @click.option(
     "--image",
-    default=lambda: os.environ.get("DEVBOX_IMAGE", DEFAULT_IMAGE),
+    default=lambda: _settings().default_image(),
     show_default=DEFAULT_IMAGE,
     help="Base image; devbox adds sshd, tmux and sudo on top.",
 )
@@ -421,8 +430,17 @@ def start(name: str, share_gpus: bool, host: str | None, timeout: float, ssh_con
     from devbox import boxes
 
     engine = _engine(host, box=name, ssh_config=ssh_config)
-    with _console(stderr=True).status(f"Starting {name}…"):
-        box = boxes.start(engine, name, share_gpus=share_gpus, ssh_config=ssh_config, timeout=timeout)
+    err = _console(stderr=True)
+    with err.status(f"Starting {name}…"):
+        box = boxes.start(
+            engine,
+            name,
+            share_gpus=share_gpus,
+            ssh_config=ssh_config,
+            timeout=timeout,
+            progress=lambda line: err.print(f"[dim]{escape(line)}[/dim]"),
+            on_warning=lambda line: err.print(f"[yellow]warning: {escape(line)}[/yellow]"),
+        )
     _console().print(f"{name}: {box.status}")
 
 
@@ -435,8 +453,16 @@ def restart(name: str, host: str | None, timeout: float, ssh_config: Path | None
     from devbox import boxes
 
     engine = _engine(host, box=name, ssh_config=ssh_config)
-    with _console(stderr=True).status(f"Restarting {name}…"):
-        box = boxes.restart(engine, name, ssh_config=ssh_config, timeout=timeout)
+    err = _console(stderr=True)
+    with err.status(f"Restarting {name}…"):
+        box = boxes.restart(
+            engine,
+            name,
+            ssh_config=ssh_config,
+            timeout=timeout,
+            progress=lambda line: err.print(f"[dim]{escape(line)}[/dim]"),
+            on_warning=lambda line: err.print(f"[yellow]warning: {escape(line)}[/yellow]"),
+        )
     _console().print(f"{name}: {box.status}")
 
 
@@ -499,9 +525,10 @@ def code(name: str, path: str | None, host: str | None) -> None:
     target = path or box.workdir
     argv = vscode.code_command(box.alias, target)
     if shutil.which("code") is None:
+        # Escaped: a path such as `/data/[old] run` must print as typed, not as rich markup.
         _console().print(
-            f"VS Code's `code` command is not on PATH. Run: {shlex.join(argv)}\n"
-            f"or open: {vscode.code_uri(box.alias, target)}"
+            f"VS Code's `code` command is not on PATH. Run: {escape(shlex.join(argv))}\n"
+            f"or open: {escape(vscode.code_uri(box.alias, target))}"
         )
         return
     sys.exit(subprocess.run(argv).returncode)

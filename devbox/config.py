@@ -31,6 +31,7 @@ them: a stale default must not break commands that never touch it.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,6 +147,27 @@ _CHECKS: dict[str, Callable[[str], Any]] = {
     "ssh_config": _absolute_path("~/.ssh/config"),
 }
 _KEYS_HINT = "keys: " + ", ".join(_CHECKS)
+
+
+def current() -> Settings:
+    """The user's config.yaml as it is now; read once per change of the file, since the ssh alias
+    of every listed box asks for the prefix."""
+    path = default_path()
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        stamp = None  # no file (or no way to read it): load() says which
+    return _load_once(path, stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_once(path: Path, _stamp: int | None) -> Settings:
+    return load(path)
+
+
+def default_image() -> str:
+    """The base image `up` and the TUI's form start from: DEVBOX_IMAGE, config.yaml, ubuntu:24.04."""
+    return str(resolve(None, IMAGE_ENV, current().image, spec.DEFAULT_IMAGE))
 
 
 # ---------------------------------------------------------------- reading the file

@@ -126,7 +126,14 @@ class Engine:
     def facts(self) -> HostFacts:
         """What a BoxSpec needs from this host: its login, home and file system."""
         where = "" if self.is_local else f" on {self.host.name}"
-        return HostFacts(self.box_user(), self.home(), self.path_exists, where, self.path_access)
+        return HostFacts(
+            self.box_user(),
+            self.home(),
+            self.path_exists,
+            where,
+            self.path_access,
+            HostFacts.unowned_dir_check(self.tunnel),
+        )
 
     def path_access(self, path: str, write: bool) -> bool:
         """Whether the host login may read `path` (a directory: also enter it), and write it too
@@ -259,17 +266,40 @@ class Engine:
                 auto_remove=True,
                 network_disabled=True,
             )
+        except docker.errors.ImageNotFound as exc:
+            raise DevboxError(
+                f"cannot take the engine lock {cname}: {describe_error(exc)}",
+                "that image is gone from the engine; `devbox up` with the box's --image builds it again",
+            ) from None
         except docker.errors.APIError as exc:
-            if exc.status_code == 409:
+            # 409: the name is taken, someone holds the lock. 404: a waiter removed our new container
+            # as a dead run's before docker-py read it back (see below): it is gone, try again.
+            if exc.status_code in (404, 409):
                 return None
             raise DevboxError(f"cannot take the engine lock {cname}: {describe_error(exc)}") from None
+        sock = None
         try:
             sock = self.client.api.attach_socket(container.id, params={"stdin": 1, "stream": 1})
             container.start()
+        except docker.errors.APIError as exc:
+            self._discard(container.id, sock)
+            # Until it starts, our lock container looks like one a dead run left behind, and other
+            # waiters remove those: attaching or starting then fails with 404 (gone) or 409
+            # (marked for removal). It was never ours to hold: try again, like any waiter.
+            if exc.status_code in (404, 409):
+                return None
+            raise DevboxError(f"cannot take the engine lock {cname}: {describe_error(exc)}") from None
         except BaseException:
-            self._remove_quietly(container.id)
+            self._discard(container.id, sock)
             raise
         return container, sock
+
+    def _discard(self, container_id: str, sock: Any) -> None:
+        """Give up a lock container we created but could not start."""
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._remove_quietly(container_id)
 
     def _lock_holder(self, cname: str) -> str:
         """' held by WHO for N s' for a live lock; a dead one is removed (by ID: a waiter that got

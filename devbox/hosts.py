@@ -8,6 +8,7 @@ or `user@host[:port]`. The user's ssh config stays the truth about *how* to reac
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import threading
@@ -142,7 +143,9 @@ def load() -> HostsConfig:
         raw = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         return HostsConfig()
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except OSError as exc:
+        raise _config_dir_error(f"cannot read {path}", exc, "fix or delete the file") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise DevboxError(f"cannot read {path}: {_first_line(exc)}", "fix or delete the file") from None
     try:
         hosts = tuple(
@@ -182,9 +185,29 @@ def save(config: HostsConfig) -> None:
         paths.ensure_private_dir(path.parent)
         files.atomic_write(path, text, 0o600)
     except OSError as exc:
-        raise DevboxError(
-            f"cannot write {path}: {exc.strerror or exc}", "check that the directory is yours"
-        ) from None
+        raise _config_dir_error(f"cannot write {path}", exc, "check that the directory is yours") from None
+
+
+def _config_dir_error(what: str, exc: OSError, file_hint: str) -> DevboxError:
+    """`what` failed with `exc`. When the directories above hosts.yaml are the trouble (an
+    $XDG_CONFIG_HOME that is a file, a config dir the user cannot enter), say so and point at
+    XDG_CONFIG_HOME: the file itself may not even exist, so a hint about it would mislead."""
+    path = config_path()
+    blocker = next((p for p in reversed(path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        why = f"{blocker} is not a directory"
+    elif exc.errno == errno.EACCES and not os.access(path.parent, os.X_OK):
+        why = f"{exc.strerror} on {path.parent}"
+    else:
+        return DevboxError(f"{what}: {exc.strerror or _first_line(exc)}", file_hint)
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    hint = (
+        f"devbox keeps its files in $XDG_CONFIG_HOME/devbox and XDG_CONFIG_HOME is {xdg}: "
+        "point it at a directory of yours, or unset it to use ~/.config"
+        if xdg
+        else f"devbox keeps its files in {path.parent}: make that a directory of yours"
+    )
+    return DevboxError(f"{what}: {why}", hint)
 
 
 def update(change: Callable[[HostsConfig], HostsConfig]) -> HostsConfig:
@@ -193,7 +216,7 @@ def update(change: Callable[[HostsConfig], HostsConfig]) -> HostsConfig:
     try:
         paths.ensure_private_dir(path.parent)
     except OSError as exc:
-        raise DevboxError(f"cannot write {path.parent}: {exc.strerror or exc}") from None
+        raise _config_dir_error(f"cannot write {path}", exc, "check that the directory is yours") from None
     with files.locked(path):
         new = change(load())
         save(new)

@@ -9,11 +9,15 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devbox import gpus
 from devbox.errors import UsageError
 from devbox.gpus import GpuSelection
 from devbox.users import LoginUser, local_user
+
+if TYPE_CHECKING:
+    from devbox.tunnel import Tunnel
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 # Docker understands b, k, m and g suffixes only.
@@ -40,6 +44,19 @@ def local_access(path: str, write: bool) -> bool:
     return os.access(path, mode)
 
 
+def local_unowned_dir(path: str) -> bool:
+    """Whether `path` (symlinks followed, as Docker does) is a directory this login does not own.
+
+    Root owns everything in effect: it can read all of it on the host anyway."""
+    uid = os.getuid()
+    return os.path.isdir(path) and uid != 0 and os.stat(path).st_uid != uid
+
+
+# `sh -c` text for a host reached through a tunnel: exit 0 when $1 is a directory the login does
+# not own, 1 otherwise; the same rule as local_unowned_dir.
+_UNOWNED_DIR_TEST = 'test -d "$1" && test "$(id -u)" != 0 && ! test -O "$1"'
+
+
 @dataclass(frozen=True)
 class HostFacts:
     """What a spec needs from the host the box goes on: its login, home and file system."""
@@ -51,10 +68,28 @@ class HostFacts:
     # access(path, write): whether the host login may read path (a directory: list and enter it),
     # and also write it when `write`. None: not checked (the host cannot be asked).
     access: Callable[[str, bool], bool] | None = None
+    # unowned_dir(path): whether path is a directory the host login does not own; root in a box
+    # with sudo could read everything under it. None: not checked.
+    unowned_dir: Callable[[str], bool] | None = None
 
     @classmethod
     def local(cls) -> HostFacts:
-        return cls(local_user(), os.path.expanduser("~"), access=local_access)
+        return cls(local_user(), os.path.expanduser("~"), access=local_access, unowned_dir=local_unowned_dir)
+
+    @staticmethod
+    def unowned_dir_check(tunnel: Tunnel | None) -> Callable[[str], bool]:
+        """The `unowned_dir` check for an engine's host: this machine's without a tunnel, else one
+        run on the host through `tunnel` (an ssh failure raises its DevboxError)."""
+        if tunnel is None:
+            return local_unowned_dir
+
+        def unowned_dir(path: str) -> bool:
+            done = tunnel.run(["sh", "-c", _UNOWNED_DIR_TEST, "sh", path])
+            if done.returncode not in (0, 1):
+                raise tunnel.failure(done.stderr)
+            return done.returncode == 0
+
+        return unowned_dir
 
     @classmethod
     def unchecked(cls) -> HostFacts:
@@ -128,8 +163,12 @@ def default_name(cwd: Path | None = None) -> str:
     return name or "box"
 
 
-def parse_mount(text: str, facts: HostFacts | None = None) -> Mount:
-    """SRC:DST[:ro|rw]; `~` in SRC is the home of the login on the box's host, where SRC must exist."""
+def parse_mount(text: str, facts: HostFacts | None = None, *, sudo: bool = False) -> Mount:
+    """SRC:DST[:ro|rw]; `~` in SRC is the home of the login on the box's host, where SRC must exist.
+
+    With `sudo` (root in the box) a directory source must be the login's own: root there reads
+    everything under it, files the login could not. from_flags passes the box's own setting.
+    """
     facts = facts or HostFacts.local()
     parts = text.split(":")
     mode = "rw"
@@ -162,6 +201,12 @@ def parse_mount(text: str, facts: HostFacts | None = None) -> Mount:
             f"you cannot write mount source {source}{facts.where}",
             f"mount it read-only ({parts[0]}:{parts[1]}:ro) or fix its permissions",
         )
+    if sudo and facts.unowned_dir is not None and facts.unowned_dir(source):
+        raise UsageError(
+            f"--mount {parts[0]}: you do not own {source}{facts.where}, "
+            "and root in the box (sudo) could read everything under it",
+            "mount a directory you own, or add --no-sudo",
+        )
     return Mount(source, os.path.normpath(parts[1]), mode == "ro")
 
 
@@ -177,6 +222,8 @@ def parse_env(text: str) -> tuple[str, str]:
         )
     # A session gets the value exactly or not at all: a newline cannot cross the box's env file,
     # NUL ends a C string, and text that is not UTF-8 would be altered on its way through Docker.
+    # Other control characters (ESC, CR, \x01) cross it all unchanged: the env file's single
+    # quotes, tmux and execve keep them (tests/unit/test_entrypoint.py runs that path).
     if "\n" in value or "\0" in value:
         raise UsageError(
             f"--env {key} holds a newline or NUL", "pass multi-line values in a file, e.g. through --mount"
@@ -258,7 +305,7 @@ def from_flags(
         raise UsageError(f"--workdir {workdir!r} holds a control character", "e.g. /workspace")
     facts = facts or HostFacts.local()
     user = facts.user
-    parsed_mounts = tuple(parse_mount(m, facts) for m in mounts)
+    parsed_mounts = tuple(parse_mount(m, facts, sudo=sudo) for m in mounts)
     _check_mount_targets(parsed_mounts, f"/home/{user.name}")
     return BoxSpec(
         name=default_name(cwd) if name is None else validate_name(name),

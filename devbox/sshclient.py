@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -121,9 +122,23 @@ def wait_ready(
                 "recreate the box with `devbox rm` and `devbox up`",
             ) from None
         except paramiko.AuthenticationException as exc:
-            raise DevboxError(f"{target.alias} refused devbox's key: {exc}") from None
+            raise _refused(target, identity, exc) from None
         except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
             # Docker's proxy accepts connections before sshd listens: retry until sshd answers.
             last_error = str(exc) or type(exc).__name__
         time.sleep(0.3)
     raise DevboxError(f"sshd in {target.alias} did not answer within {timeout:.0f}s ({last_error})")
+
+
+def _refused(target: Target, identity: Identity, exc: Exception) -> DevboxError:
+    """The box turned the key down: say whose key it was, so the user knows which file to look at."""
+    path = identity.private_path
+    if identity.devbox_key:
+        return DevboxError(
+            f"{target.alias} refused devbox's key {path}: {exc}",
+            "`devbox up` for the box authorizes devbox's key in it again",
+        )
+    return DevboxError(
+        f"{target.alias} refused your key {path} (--identity): {exc}",
+        f"`devbox up` for the box with --identity {shlex.quote(str(path))} authorizes it",
+    )

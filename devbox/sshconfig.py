@@ -94,8 +94,12 @@ def user_config_path(explicit: Path | None = None) -> Path:
 
 
 def alias_prefix() -> str:
-    """$DEVBOX_HOST_PREFIX, or "devbox-"."""
-    return os.environ.get(PREFIX_ENV, DEFAULT_PREFIX)
+    """$DEVBOX_HOST_PREFIX, else config.yaml's alias_prefix, else "devbox-"."""
+    if PREFIX_ENV in os.environ:
+        return os.environ[PREFIX_ENV]
+    from devbox import config
+
+    return config.current().alias_prefix or DEFAULT_PREFIX
 
 
 def host_alias(name: str, prefix: str | None = None) -> str:

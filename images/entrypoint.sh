@@ -10,22 +10,80 @@ home="/home/$user"
 conf=/etc/devbox
 run=/run/devbox
 
+mountinfo=/proc/self/mountinfo
+
+# Where path $1 really is: every symlink in it resolved, as a write through it would go. The
+# image may link /etc/profile.d (say) into a directory a --mount fills. A path that does not exist
+# yet is resolved through its deepest existing parent; a link that dangles, through its target.
+real_path() {
+    rp_path=$1
+    rp_rest=""
+    rp_links=0
+    while :; do
+        if [ -L "$rp_path" ]; then
+            rp_links=$((rp_links + 1))
+            [ "$rp_links" -le 40 ] || return 1 # a symlink loop
+            rp_target=$(readlink "$rp_path") || return 1
+            case $rp_target in
+            /*) rp_path=$rp_target ;;
+            *) rp_path=${rp_path%/*}/$rp_target ;;
+            esac
+        elif [ -e "$rp_path" ]; then
+            rp_path=$(readlink -f "$rp_path") || return 1
+            rp_path=${rp_path%/}$rp_rest
+            printf '%s\n' "${rp_path:-/}"
+            return 0
+        else
+            case $rp_path in /*) ;; *) return 1 ;; esac
+            rp_rest=/${rp_path##*/}$rp_rest
+            rp_path=${rp_path%/*}
+            [ -n "$rp_path" ] || rp_path=/
+        fi
+    done
+}
+
 # The mount point that holds path $1 (the path itself or a parent), other than / and the
-# allowed mount $2; fails when there is none. /proc/self/mountinfo escapes ' ' and '\' (paths
-# here hold no other characters it escapes: --workdir refuses control characters).
+# allowed mount $2; fails when there is none. Both are compared where they really are (symlinks
+# resolved); a path that cannot be resolved counts as mounted. /proc/self/mountinfo escapes ' '
+# and '\' (paths here hold no other characters it escapes: --workdir refuses control characters).
 mount_of() {
-    MOUNT_PATH=$(printf '%s' "$1" | sed 's/\\/\\134/g; s/ /\\040/g') \
-        MOUNT_ALLOWED=${2:-} awk '
+    mo_path=$(real_path "$1") || {
+        printf '%s\n' "$1"
+        return 0
+    }
+    mo_allowed=""
+    if [ -n "${2:-}" ]; then
+        mo_allowed=$(real_path "$2") || mo_allowed=$2
+    fi
+    MOUNT_PATH=$(printf '%s' "$mo_path" | sed 's/\\/\\134/g; s/ /\\040/g') \
+        MOUNT_ALLOWED=$(printf '%s' "$mo_allowed" | sed 's/\\/\\134/g; s/ /\\040/g') awk '
+        function unescaped(s, out, i, code) {
+            while ((i = index(s, "\\")) > 0) {
+                code = substr(s, i + 1, 1) * 64 + substr(s, i + 2, 1) * 8 + substr(s, i + 3, 1)
+                out = out substr(s, 1, i - 1) sprintf("%c", code)
+                s = substr(s, i + 4)
+            }
+            return out s
+        }
         BEGIN { p = ENVIRON["MOUNT_PATH"]; allowed = ENVIRON["MOUNT_ALLOWED"] }
-        $5 != "/" && $5 != allowed && (p == $5 || index(p, $5 "/") == 1) { print $5; found = 1; exit }
-        END { exit !found }' /proc/self/mountinfo
+        $5 != "/" && $5 != allowed && (p == $5 || index(p, $5 "/") == 1) {
+            print unescaped($5)
+            found = 1
+            exit
+        }
+        END { exit !found }' "$mountinfo"
 }
 
 # A --mount puts the host's files into the box: this script runs as root and must never write
-# through one, so every path it writes is checked here first (a mount slipped past devbox's checks).
+# through one, so every path it writes is checked here first (a mount slipped past devbox's checks,
+# or a symlink in the image leads into one).
 refuse_mounted() {
+    if ! real_path "$1" >/dev/null; then
+        printf 'devbox: cannot write %s: its symlinks do not resolve (a loop in the image?)\n' "$1" >&2
+        exit 1
+    fi
     if mp=$(mount_of "$@"); then
-        echo "devbox: cannot write $1: $mp is mounted from the host; remove that --mount" >&2
+        printf 'devbox: cannot write %s: %s is mounted from the host; remove that --mount\n' "$1" "$mp" >&2
         exit 1
     fi
 }
@@ -98,7 +156,7 @@ if [ "$(cat "$marker" 2>/dev/null)" != "$DEVBOX_UID:$DEVBOX_GID" ]; then
         [ -e "$dest" ] || [ -L "$dest" ] || cp -a "$skel" "$dest" 2>/dev/null || true
     done
     set --
-    for mp in $(awk -v h="$home/" 'index($5, h) == 1 { print $5 }' /proc/self/mountinfo); do
+    for mp in $(awk -v h="$home/" 'index($5, h) == 1 { print $5 }' "$mountinfo"); do
         set -- "$@" -path "$mp" -prune -o
     done
     find "$home" "$@" -exec chown -h "$DEVBOX_UID:$DEVBOX_GID" {} + ||
@@ -123,25 +181,36 @@ fi
 # ssh sessions do not inherit the container's environment. sshd runs /etc/devbox/session.sh for
 # every session (ForceCommand), which reads the environment (CUDA paths, NVIDIA_*, --env values)
 # from env.sh and starts in the workdir; login shells read env.sh again from /etc/profile.d, since
-# /etc/profile resets PATH. Single quotes carry every value exactly (--env refuses newlines; an
-# image variable holding one is left out). env.sh may hold --env secrets: only root and the
-# user's group can read it.
+# /etc/profile resets PATH. env.sh may hold --env secrets: only root and the user's group can
+# read it.
+#
+# env_lines prints one `export NAME='value'` line per variable a session gets. Single quotes carry
+# every value exactly, control characters included (--env refuses newlines; an image variable
+# holding one is left out).
+env_lines() {
+    for name in $(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' | sort -u); do
+        case $name in
+        HOME | HOSTNAME | PWD | OLDPWD | SHLVL | TERM | USER | LOGNAME | SHELL | MAIL | _ | DEVBOX_*)
+            continue
+            ;;
+        esac
+        value=$(printenv "$name") || continue
+        case $value in *"
+"*) continue ;; esac
+        sq=$(printf '%s' "$value" | sed "s/'/'\\\\''/g")
+        printf "export %s='%s'\n" "$name" "$sq"
+    done
+}
+
 mkdir -p "$run"
 chmod 0755 "$run"
 env_file="$run/env.sh"
+refuse_mounted "$env_file"
+refuse_mounted "$run/workdir"
 : >"$env_file"
 chgrp "$DEVBOX_GID" "$env_file"
 chmod 0640 "$env_file"
-for name in $(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' | sort -u); do
-    case $name in
-    HOME | HOSTNAME | PWD | OLDPWD | SHLVL | TERM | USER | LOGNAME | SHELL | MAIL | _ | DEVBOX_*) continue ;;
-    esac
-    value=$(printenv "$name") || continue
-    case $value in *"
-"*) continue ;; esac
-    sq=$(printf '%s' "$value" | sed "s/'/'\\\\''/g")
-    printf "export %s='%s'\n" "$name" "$sq" >>"$env_file"
-done
+env_lines >>"$env_file"
 printf '%s\n' "$workdir" >"$run/workdir"
 if [ -d /etc/profile.d ]; then
     refuse_mounted /etc/profile.d/zz-devbox-env.sh
@@ -155,6 +224,7 @@ chmod 0755 /run/sshd
 # sshd_config lists the algorithms devbox wants, post-quantum key exchange first; keep those this
 # sshd knows, so older base images still start (a keyword left with none gets sshd's defaults).
 config="$run/sshd_config"
+refuse_mounted "$config"
 (umask 077 && grep -Ev '^(KexAlgorithms|Ciphers|MACs)[[:space:]]' "$conf/sshd_config" >"$config")
 for keyword in KexAlgorithms Ciphers MACs; do
     wanted=$(awk -v k="$keyword" '$1 == k { print $2; exit }' "$conf/sshd_config")

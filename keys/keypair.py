@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import shlex
 import socket
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,7 @@ class Identity:
     private_path: Path
     public_line: str
     encrypted: bool = False  # passphrase-protected: devbox logs in through the user's ssh-agent
+    devbox_key: bool = False  # devbox's own key, not one the user passed with --identity
 
 
 def generate_ed25519(comment: str) -> KeyPair:
@@ -49,7 +53,11 @@ def public_key_blob(public_line: str) -> str:
 
 
 def ensure_user_key(path: Path | None = None) -> Identity:
-    """Return devbox's own login key, creating it (0600, in a 0700 dir) on first use."""
+    """Return devbox's own login key, creating it (0600, in a 0700 dir) on first use.
+
+    Its `.pub` is devbox's file too: a missing one, or one that is not the private key's public
+    half (the box would be given a key nobody can log in with), is written again from the key.
+    """
     path = path or paths.user_key_path()
     pub = path.with_name(path.name + ".pub")
     try:
@@ -59,9 +67,9 @@ def ensure_user_key(path: Path | None = None) -> Identity:
                 pair = generate_ed25519(f"devbox-{owner_name()}@{socket.gethostname()}")
                 atomic_write(path, pair.private_openssh, 0o600)
                 atomic_write(pub, pair.public_line + "\n", 0o644)
-            elif not pub.exists():
-                atomic_write(pub, _public_line_from_private(path) + "\n", 0o644)
-        return Identity(path, pub.read_text().strip())
+            else:
+                _repair_pub(path, pub)
+        return Identity(path, _read_pub(pub), devbox_key=True)
     except OSError as exc:
         where = exc.filename or path.parent
         raise DevboxError(
@@ -70,25 +78,58 @@ def ensure_user_key(path: Path | None = None) -> Identity:
         ) from None
 
 
+def _repair_pub(path: Path, pub: Path) -> None:
+    """Write devbox's `.pub` again from its private key when it is missing or another key's."""
+    try:
+        derived = _derived_public_line(path, _load_private(path))
+    except UsageError:
+        raise DevboxError(
+            f"devbox's key {path} is not a private key devbox can read",
+            f"move it and {pub.name} away: devbox makes a new key, and `devbox up` gives it to each box",
+        ) from None
+    if derived is None:
+        if not pub.exists():
+            raise UsageError(f"cannot read the public key of encrypted {path}", f"save it as {pub}")
+        return  # an encrypted key in PEM format: its .pub cannot be checked
+    if not pub.exists() or public_key_blob(_read_pub(pub)) != derived:
+        atomic_write(pub, derived + "\n", 0o644)
+
+
 def load_identity(path: Path) -> Identity:
     """Use the user's own key (`--identity PATH`), checked before anything is created.
 
     A passphrase-protected key works only through a running ssh-agent (devbox never asks for
-    passphrases), so without one it is refused up front with the fix.
+    passphrases), so without one it is refused up front with the fix. A `.pub` beside the key
+    that is not its public half is refused too: the box would accept only that other key.
     """
     path = path.expanduser().absolute()
     if not path.is_file():
         raise UsageError(f"identity file {path} does not exist", "pass the private key file to --identity")
-    encrypted = _is_encrypted(path)
+    key = _load_private(path)
+    encrypted = key is None
     if encrypted and not os.environ.get("SSH_AUTH_SOCK"):
         raise UsageError(
             f"{path} is passphrase-protected and no ssh-agent is running",
             f"start one and add the key (`eval $(ssh-agent)`; `ssh-add {path}`), or omit --identity",
         )
+    derived = _derived_public_line(path, key)
     pub = path.with_name(path.name + ".pub")
     if pub.is_file():
-        return Identity(path, pub.read_text().strip(), encrypted)
-    return Identity(path, _public_line_from_private(path), encrypted)
+        line = _read_pub(pub)
+        if derived is not None and public_key_blob(line) != derived:
+            raise UsageError(
+                f"{pub} does not match {path}",
+                f"regenerate it with `ssh-keygen -y -f {shlex.quote(str(path))} > {shlex.quote(str(pub))}`",
+            )
+        return Identity(path, line, encrypted)
+    if derived is None:
+        raise UsageError(f"cannot read the public key of encrypted {path}", f"save it as {path}.pub")
+    return Identity(path, derived, encrypted)
+
+
+def _read_pub(pub: Path) -> str:
+    """A .pub file's line; bytes that are not text make it a line that matches no key."""
+    return pub.read_bytes().decode(errors="replace").strip()
 
 
 def _load_private(path: Path):
@@ -110,15 +151,45 @@ def _load_private(path: Path):
     )
 
 
-def _is_encrypted(path: Path) -> bool:
-    return _load_private(path) is None
-
-
-def _public_line_from_private(path: Path) -> str:
+def _public_line(key) -> str:
+    """'type base64' of a loaded private key, as ssh-keygen -y prints it (without a comment)."""
     from cryptography.hazmat.primitives import serialization
 
-    key = _load_private(path)
-    if key is None:
-        raise UsageError(f"cannot read the public key of encrypted {path}", f"save it as {path}.pub")
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return public.decode()
+
+
+def _derived_public_line(path: Path, key) -> str | None:
+    """The public line of `key`, the private key loaded from `path` (None: it is encrypted); None
+    when it is encrypted in a format that does not carry its public key in the clear (PEM)."""
+    return _public_line(key) if key is not None else _openssh_public_line(path.read_bytes())
+
+
+_OPENSSH_BEGIN = b"-----BEGIN OPENSSH PRIVATE KEY-----"
+_OPENSSH_END = b"-----END OPENSSH PRIVATE KEY-----"
+
+
+def _openssh_public_line(data: bytes) -> str | None:
+    """'type base64' of the public key an OpenSSH-format key file holds in the clear, even when
+    its private part is passphrase-protected; None for other formats (PEM) or a damaged file."""
+    start, end = data.find(_OPENSSH_BEGIN), data.find(_OPENSSH_END)
+    if start < 0 or end < start:
+        return None
+    try:
+        raw = base64.b64decode(b"".join(data[start + len(_OPENSSH_BEGIN) : end].split()), validate=True)
+        magic = b"openssh-key-v1\0"
+        if not raw.startswith(magic):
+            return None
+        pos = len(magic)
+        for _ in range(3):  # cipher name, KDF name, KDF options
+            pos += 4 + struct.unpack_from(">I", raw, pos)[0]
+        pos += 4  # the number of keys: one in every file ssh-keygen writes
+        (size,) = struct.unpack_from(">I", raw, pos)
+        blob = raw[pos + 4 : pos + 4 + size]
+        (kind_size,) = struct.unpack_from(">I", blob)
+        kind = blob[4 : 4 + kind_size].decode("ascii")
+    except (ValueError, struct.error):  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return None
+    if len(blob) != size or not kind:
+        return None
+    return f"{kind} {base64.b64encode(blob).decode()}"

@@ -8,7 +8,6 @@ slow or dead host never freezes the screen.
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
 import subprocess
 import sys
@@ -31,7 +30,6 @@ from devbox.boxes import Box
 from devbox.errors import DevboxError, UsageError
 from devbox.hosts import Host
 from devbox.overview import HostView
-from devbox.spec import DEFAULT_IMAGE
 
 REFRESH_S = 2.0
 LOG_POLL_S = 1.0
@@ -82,9 +80,15 @@ class DevboxApp(App[None]):
         interval: float = REFRESH_S,
         ssh_config: Path | None = None,
         image: str = "",
+        look: Callable[[], list[HostView]] | None = None,
+        read_log: Callable[[Host, Box, str], bytes] | None = None,
     ) -> None:
         super().__init__()
         self.targets = targets
+        # Where views come from: the hosts themselves, unless a caller (a snapshot test, a demo)
+        # hands in a fixed fleet.
+        self.look = look or (lambda: overview.look(self.targets, ssh_config=self.ssh_config))
+        self.read_log = read_log or self._job_log
         self.readonly = readonly
         self.interval = interval
         self.ssh_config = ssh_config
@@ -97,6 +101,7 @@ class DevboxApp(App[None]):
         self._loading = False
         self._log_text = ""
         self._progress = ""
+        self.refreshes = 0  # views shown so far (tests and the benchmark wait on it)
 
     # ------------------------------------------------------------------ layout
 
@@ -143,7 +148,7 @@ class DevboxApp(App[None]):
     @work(thread=True, group="refresh")
     def _load(self) -> None:
         try:
-            views = overview.look(self.targets, ssh_config=self.ssh_config)
+            views = self.look()
         except Exception as exc:  # never a traceback on the terminal: a notification instead
             self.call_from_thread(self._fail, exc)
             views = None
@@ -154,6 +159,7 @@ class DevboxApp(App[None]):
         if views is None:
             return
         self.views = views
+        self.refreshes += 1
         self._fill_boxes()
         self.query_one("#gpus", Static).update(render.gpu_panel(views))
         self._tick_status()
@@ -243,13 +249,15 @@ class DevboxApp(App[None]):
             return
         self._read_log(found[0].host, found[1], self.selected_job)
 
+    def _job_log(self, host: Host, box: Box, job: str) -> bytes:
+        from devbox import jobs
+
+        return jobs.logs(self._engine(host), box, job, LOG_LINES)
+
     @work(thread=True, exclusive=True, group="log")
     def _read_log(self, host: Host, box: Box, job: str) -> None:
-        from devbox import jobs
-        from devbox.engine import Engine
-
         try:
-            text = jobs.logs(Engine.connect(host, ssh_config=self.ssh_config), box, job, LOG_LINES)
+            text = self.read_log(host, box, job)
         except DevboxError:
             return  # the job list already says why; a log that cannot be read is not news
         self.call_from_thread(self._show_log, job, text.decode(errors="replace"))
@@ -418,7 +426,9 @@ class DevboxApp(App[None]):
         view = self._target_view()
         if view is None:
             return
-        image = self.image or os.environ.get("DEVBOX_IMAGE") or DEFAULT_IMAGE
+        from devbox import config
+
+        image = self.image or config.default_image()
         self.push_screen(NewBoxScreen(view, image), self._create)
 
     def _target_view(self) -> HostView | None:

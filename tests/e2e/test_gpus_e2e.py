@@ -77,6 +77,9 @@ def test_stopped_box_frees_its_gpus_and_cannot_start_while_someone_else_holds_th
     user.ok("up", second, "--gpus", "2")
     refused = user.devbox("start", first)
     assert refused.returncode == 1 and f"in use by {user.name}/{second}" in refused.stderr
+    # The hint offers what `start` takes, not `up`'s GPU flags.
+    assert f"devbox start {first} --share-gpus" in refused.stderr
+    assert "--gpu-count" not in refused.stderr and "--gpus" not in refused.stderr
     user.ok("rm", second)
     user.ok("start", first)
 
@@ -246,6 +249,53 @@ def test_a_lock_container_that_never_started_is_cleared(user: User, client, env,
     with pytest.raises(docker.errors.NotFound):
         dead.reload()
     assert not client.containers.list(all=True, filters={"label": "devbox.lock"})
+
+
+def test_several_waiters_on_a_dead_runs_lock_all_get_distinct_gpus(
+    user: User, client, env, cleanup, name: str
+) -> None:
+    # A lock container a dead run created but never started: every waiter judges it stale after a
+    # few seconds and removes it, racing the one that already took the lock anew.
+    names = [f"{name}-{i}" for i in range(4)]
+    cleanup += names
+    client.containers.create(
+        env["DEVBOX_TEST_IMAGE"], name="devbox-lock-gpus", labels={"devbox.lock": "gpus"}, entrypoint=["true"]
+    )
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        procs = list(pool.map(lambda n: user.devbox("up", n, "--gpu-count", "1"), names))
+    assert all(p.returncode == 0 for p in procs), [p.stderr for p in procs]
+    assert not any("report it" in p.stderr or "Traceback" in p.stderr for p in procs)
+    held = sorted(box_container(client, n).labels["devbox.gpus"] for n in names)
+    assert held == ["0", "1", "2", "3"]
+    assert not client.containers.list(all=True, filters={"label": "devbox.lock"})
+
+
+def test_up_of_a_stopped_box_waiting_for_the_lock_says_who_holds_it(
+    user: User, env, cleanup, name: str
+) -> None:
+    cleanup.append(name)
+    user.ok("up", name)
+    user.ok("stop", name)
+    holder = _hold_lock(user, env["DEVBOX_TEST_IMAGE"], 4)
+    proc = user.devbox("up", name)
+    holder.wait(timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert f"Waiting for the engine lock held by {user.name}@" in proc.stderr
+
+
+def test_start_and_restart_waiting_for_the_lock_say_who_holds_it(user: User, env, cleanup, name: str) -> None:
+    cleanup.append(name)
+    user.ok("up", name)
+    for command in ("restart", "stop", "start", "stop", "restart"):
+        if command == "stop":
+            user.ok("stop", name)
+            continue
+        holder = _hold_lock(user, env["DEVBOX_TEST_IMAGE"], 4)
+        proc = user.devbox(command, name)
+        holder.wait(timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        assert f"Waiting for the engine lock held by {user.name}@" in proc.stderr, command
+        assert f"{name}: running" in proc.stdout
 
 
 def test_a_box_that_started_second_on_a_gpu_backs_off_even_without_the_lock(

@@ -138,3 +138,36 @@ def test_init_writes_a_starter_that_up_reads_and_never_overwrites(user: User, na
     # The starter parses as it is (a typo check without bringing a box up: a bad flag wins first).
     proc = user.devbox("up", "--memory", "lots", cwd=folder)
     assert proc.returncode == 2 and "invalid --memory 'lots'" in proc.stderr
+
+
+def test_global_config_sets_image_alias_prefix_and_identity_and_env_and_flags_win(
+    fresh_user: User, client, name: str, derived_image
+) -> None:
+    user = fresh_user
+    image = derived_image("LABEL from=config")
+    key = user.home / "mykey"
+    user.run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
+    config = user.home / ".config" / "devbox" / "config.yaml"
+    user.run("mkdir", "-p", str(config.parent))
+    config.write_text(f"image: {image}\nalias_prefix: lab-\nidentity: {key}\n")
+    _own(user, config)
+    env = {k: v for k, v in user.env.items() if k != "DEVBOX_IMAGE"}
+    saved, user.env = user.env, env
+    try:
+        user.ok("up", name)
+        box = json.loads(user.ok("ls", "--json").stdout)[0]
+        assert box["image"] == image and box["ssh_alias"] == f"lab-{name}"
+        assert user.ssh(f"lab-{name}", "true").returncode == 0
+        # Logged in with the config's key, not devbox's own (which was never made).
+        assert not user.key_path.exists()
+        # The environment variable beats the file; the flag beats both.
+        proc = user.devbox("up", f"{name}x", "--image", "", extra_env={"DEVBOX_HOST_PREFIX": "x-"})
+        assert proc.returncode == 2 and "image" in proc.stderr
+        user.ok("rm", name, "--purge")
+        config.write_text("imagee: x\n")
+        bad = user.devbox("up", f"{name}y")
+        assert bad.returncode == 2
+        assert f"{config}:1: imagee: unknown key" in bad.stderr and "did you mean 'image'" in bad.stderr
+        assert "Traceback" not in bad.stderr
+    finally:
+        user.env = saved

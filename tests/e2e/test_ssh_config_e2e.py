@@ -188,6 +188,9 @@ def test_code_prints_the_command_without_vscode_and_sets_the_remote_platform(
     proc = user.ok("code", name)
     assert f"code --remote ssh-remote+devbox-{name} /srv" in proc.stdout
     assert f"vscode-remote://ssh-remote+devbox-{name}/srv" in proc.stdout
+    # A path with a space and brackets prints quoted and whole (not eaten as rich markup).
+    odd = user.ok("code", name, "/data/my dir/[old]")
+    assert f"code --remote ssh-remote+devbox-{name} '/data/my dir/[old]'" in " ".join(odd.stdout.split())
     user.ok("rm", name, "--purge")
     assert json.loads(settings.read_text()) == {"editor.fontSize": 13}
 

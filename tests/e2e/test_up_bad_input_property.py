@@ -40,7 +40,6 @@ BAD: list[tuple[str, ...]] = [
     ("--env", "=value"),
     ("--env", "1BAD=x"),
     ("--env", "K=two\nlines"),
-    ("--env", "K=nul\x01ok"),  # control characters other than tab: refused like newlines
     ("--memory", "0"),
     ("--memory", "lots"),
     ("--memory", "-5g"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import docker
 import pytest
@@ -211,6 +212,44 @@ def test_up_whose_ssh_dir_is_not_writable_finishes_with_the_fix_and_no_error(
     finally:
         ssh_dir.chmod(0o700)
         fresh_user.devbox("rm", name, "--purge")
+
+
+def test_start_whose_ssh_dir_is_not_writable_finishes_with_the_fix_and_no_error(
+    fresh_user: User, client, name: str
+) -> None:
+    fresh_user.ok("up", name)
+    fresh_user.ok("stop", name)
+    ssh_dir = fresh_user.home / ".ssh"
+    shutil.rmtree(ssh_dir)
+    ssh_dir.mkdir(mode=0o500)
+    os.chown(ssh_dir, fresh_user.uid, fresh_user.gid)
+    try:
+        proc = fresh_user.devbox("start", name)
+        assert proc.returncode == 0, proc.stderr
+        assert f"warning: {name} is up, but its ssh entry could not be written" in proc.stderr
+        assert "devbox ssh-config" in proc.stderr
+        assert box_container(client, name).status == "running"
+    finally:
+        ssh_dir.chmod(0o700)
+        fresh_user.devbox("rm", name, "--purge")
+
+
+def test_rm_cleans_up_the_alias_a_box_was_made_under_after_the_prefix_changed(
+    user: User, client, name: str
+) -> None:
+    alias = f"gpu-{name}"
+    managed = user.home / ".ssh" / "devbox" / "config"
+    known_hosts = user.home / ".config" / "devbox" / "known_hosts"
+
+    def pinned() -> bool:
+        return any(line.split()[:1] == [alias] for line in known_hosts.read_text().splitlines())
+
+    user.ok("up", name, extra_env={"DEVBOX_HOST_PREFIX": "gpu-"})
+    assert f"Host {alias}\n" in managed.read_text() and pinned()
+    user.ok("rm", name, "--purge")
+    assert devbox_containers(client, name) == []
+    assert alias not in managed.read_text()
+    assert not pinned()
 
 
 def test_an_unusable_host_prefix_is_refused_before_anything_is_made(

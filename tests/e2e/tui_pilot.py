@@ -11,7 +11,6 @@ import asyncio
 import json
 import sys
 import time
-from pathlib import Path
 
 from devbox.tui import render
 from devbox.tui.app import DevboxApp
@@ -151,46 +150,45 @@ async def readonly(pilot, name: str) -> dict[str, object]:
     return {"screen": type(pilot.app.screen).__name__, "footer": footer, **panels(pilot.app)}
 
 
-async def outage(pilot, remote: str, flag: str) -> dict[str, object]:
-    """Wait until `remote` answers, say so, wait for the test to stop its sshd (it creates `flag`),
-    then watch `remote` turn unreachable while the local engine keeps refreshing."""
+async def _worst_lag(seconds: float, tick: float = 0.005) -> float:
+    """The longest the event loop (where keys are handled) was kept from running, in seconds."""
+    loop = asyncio.get_running_loop()
+    worst, end = 0.0, loop.time() + seconds
+    while loop.time() < end:
+        start = loop.time()
+        await asyncio.sleep(tick)
+        worst = max(worst, loop.time() - start - tick)
+    return worst
+
+
+async def lag(pilot, seconds: str) -> dict[str, object]:
+    """The benchmark: worst input delay while refreshing every `interval`, against the idle app."""
     app = pilot.app
-    await until(pilot, lambda: {v.host.name: v.reachable for v in app.views}.get(remote) is True, what="up")
-    before = {v.host.name: v.reachable for v in app.views}
-    print("READY", flush=True)
-    await until(pilot, lambda: Path(flag).exists(), timeout=60, what="flag")
-    gone_at = time.monotonic()
-
-    def down() -> bool:
-        return {v.host.name: v.reachable for v in app.views}.get(remote) is False
-
-    await until(pilot, down, timeout=90, what="unreachable")
-    took = time.monotonic() - gone_at
-    local_then = next(v.taken_at for v in app.views if v.host.name == hosts.LOCAL)
-    await pilot.pause(app.interval * 2 + 1)
-    local_now = next(v.taken_at for v in app.views if v.host.name == hosts.LOCAL)
-    return {
-        "before": before,
-        "seconds_to_unreachable": took,
-        "local_advanced": local_now - local_then,
-        **panels(app),
-    }
+    await until(pilot, lambda: app.refreshes >= 1, what="first refresh")
+    for timer in list(app._timers):  # the idle floor: no refreshes at all
+        timer.pause()
+    idle = await _worst_lag(float(seconds) / 2)
+    for timer in list(app._timers):
+        timer.resume()
+    first = app.refreshes
+    busy = await _worst_lag(float(seconds))
+    return {"idle_s": idle, "busy_s": busy, "refreshes": app.refreshes - first, "boxes": len(rows(app))}
 
 
 SCENARIOS = {
+    "lag": lag,
     "see": see,
     "form": form,
     "act": act,
     "job": job,
     "refused": refused,
     "readonly": readonly,
-    "outage": outage,
 }
 
 
 async def main(scenario: str, args: list[str]) -> None:
     targets = hosts.listed(hosts.load())
-    app = Recorder(targets, readonly=scenario == "readonly", interval=1.0)
+    app = Recorder(targets, readonly=scenario in ("readonly", "lag"), interval=1.0)
     async with app.run_test(size=(160, 50)) as pilot:
         result = await SCENARIOS[scenario](pilot, *args)
     print(json.dumps(result, default=str))

@@ -22,6 +22,8 @@ from devbox.keys.keypair import (
 from devbox import paths
 from devbox.errors import DevboxError, UsageError
 
+from .conftest import usage_error
+
 
 @pytest.fixture(autouse=True)
 def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -60,6 +62,33 @@ def write_key(path: Path, password: bytes | None = None) -> str:
         .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
         .decode()
     )
+
+
+def write_pem_key(path: Path, password: bytes) -> str:
+    """A passphrase-protected ed25519 key in PKCS#8 PEM, which keeps no public key in the clear."""
+    key = Ed25519PrivateKey.generate()
+    encryption = serialization.BestAvailableEncryption(password)
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    )
+    path.chmod(0o600)
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+
+
+def ssh_keygen_y(path: Path) -> str:
+    """What OpenSSH says the public half of the unencrypted key in `path` is."""
+    out = subprocess.run(
+        ["ssh-keygen", "-y", "-f", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        stdin=subprocess.DEVNULL,
+    ).stdout
+    return public_key_blob(out.strip())
 
 
 # --- devbox's own login key ------------------------------------------------------------------
@@ -141,6 +170,55 @@ def test_missing_pub_file_is_recreated_from_the_private_key() -> None:
     assert mode(pub) == 0o644
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda: generate_ed25519("someone-else").public_line + "\n",  # another key's .pub
+        lambda: "",
+        lambda: "not a key\n",
+        lambda: b"\xff\xfe\x00garbage\n",
+    ],
+    ids=["other-key", "empty", "text", "binary"],
+)
+def test_a_pub_file_that_is_not_the_keys_is_written_again_from_the_private_key(damage) -> None:
+    ident = ensure_user_key()
+    pub = ident.private_path.with_name("id_ed25519.pub")
+    private = ident.private_path.read_bytes()
+    wrong = damage()
+    pub.write_bytes(wrong if isinstance(wrong, bytes) else wrong.encode())
+    pub.chmod(0o600)
+    again = ensure_user_key()
+    assert public_key_blob(again.public_line) == ssh_keygen_y(ident.private_path)
+    assert pub.read_text() == again.public_line + "\n"
+    assert mode(pub) == 0o644
+    assert ident.private_path.read_bytes() == private  # the key itself is never replaced
+
+
+def test_a_matching_pub_file_is_left_as_it_is_comment_and_all() -> None:
+    ident = ensure_user_key()
+    pub = ident.private_path.with_name("id_ed25519.pub")
+    pub.write_text(public_key_blob(ident.public_line) + " my own comment\n")
+    before = pub.stat().st_mtime_ns
+    assert ensure_user_key().public_line.endswith(" my own comment")
+    assert pub.stat().st_mtime_ns == before
+
+
+def test_devbox_key_is_marked_as_devbox_own_and_an_identity_is_not(tmp_path: Path) -> None:
+    assert ensure_user_key().devbox_key
+    key = tmp_path / "id_mine"
+    write_key(key)
+    assert not load_identity(key).devbox_key
+
+
+def test_a_damaged_devbox_key_is_one_error_saying_how_to_get_a_new_one() -> None:
+    ident = ensure_user_key()
+    ident.private_path.write_text("garbage\n")
+    with pytest.raises(DevboxError) as info:
+        ensure_user_key()
+    assert info.value.message == f"devbox's key {ident.private_path} is not a private key devbox can read"
+    assert "devbox makes a new key" in (info.value.hint or "")
+
+
 def test_user_key_at_an_explicit_path_is_created_there(tmp_path: Path) -> None:
     path = tmp_path / "elsewhere" / "key"
     ident = ensure_user_key(path)
@@ -166,6 +244,79 @@ def test_identity_uses_the_pub_file_next_to_the_key(tmp_path: Path) -> None:
     ident = load_identity(key)
     assert ident.private_path == key
     assert ident.public_line == f"{blob} me@laptop"
+
+
+@pytest.mark.parametrize(
+    "pub_text",
+    [
+        lambda: generate_ed25519("other").public_line + "\n",
+        lambda: "",
+        lambda: "ssh-ed25519\n",
+        lambda: "\udcff garbage",
+    ],
+    ids=["other-key", "empty", "type-only", "binary"],
+)
+def test_identity_whose_pub_file_is_another_key_is_refused_naming_both_and_the_fix(
+    tmp_path: Path, pub_text
+) -> None:
+    key = tmp_path / "id_mine"
+    write_key(key)
+    pub = tmp_path / "id_mine.pub"
+    pub.write_bytes(pub_text().encode(errors="surrogateescape"))
+    err = usage_error(load_identity, key)
+    assert err.message == f"{pub} does not match {key}"
+    assert err.hint == f"regenerate it with `ssh-keygen -y -f {key} > {pub}`"
+
+
+def test_the_fix_for_a_mismatched_pub_is_quoted_for_the_shell(tmp_path: Path) -> None:
+    folder = tmp_path / "my keys"
+    folder.mkdir()
+    key = folder / "id mine"
+    write_key(key)
+    (folder / "id mine.pub").write_text(generate_ed25519("other").public_line + "\n")
+    err = usage_error(load_identity, key)
+    assert f"-f '{key}' > '{key}.pub'" in (err.hint or "")
+    subprocess.run(err.hint.split("`")[1], shell=True, check=True)  # type: ignore[union-attr]
+    assert public_key_blob(load_identity(key).public_line) == ssh_keygen_y(key)
+
+
+@pytest.mark.parametrize("passphrase", ["", "secret"])
+@pytest.mark.parametrize("kind", ["rsa", "ecdsa", "ed25519"])
+def test_identity_pub_files_that_ssh_keygen_writes_match_their_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, passphrase: str
+) -> None:
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/nonexistent/agent.sock")
+    key = tmp_path / f"id_{kind}"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", kind, "-N", passphrase, "-C", "me@laptop", "-f", str(key)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    pub = (tmp_path / f"id_{kind}.pub").read_text().strip()
+    assert load_identity(key).public_line == pub
+    (tmp_path / f"id_{kind}.pub").unlink()
+    assert load_identity(key).public_line == public_key_blob(pub)
+
+
+def test_encrypted_identity_whose_pub_file_is_another_key_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The public half of an OpenSSH key is stored unencrypted: it can be checked without the passphrase.
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/nonexistent/agent.sock")
+    key = tmp_path / "id_locked"
+    write_key(key, password=b"secret")
+    (tmp_path / "id_locked.pub").write_text(generate_ed25519("other").public_line + "\n")
+    assert usage_error(load_identity, key).message == f"{tmp_path / 'id_locked.pub'} does not match {key}"
+
+
+def test_encrypted_pem_identity_with_a_pub_file_is_used_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/nonexistent/agent.sock")
+    key = tmp_path / "id_locked"
+    blob = write_pem_key(key, password=b"secret")
+    (tmp_path / "id_locked.pub").write_text(blob + " me\n")
+    assert load_identity(key).public_line == blob + " me"
 
 
 def test_identity_without_pub_file_derives_the_public_key(tmp_path: Path) -> None:
@@ -220,12 +371,23 @@ def test_encrypted_identity_without_an_agent_is_refused_with_the_fix(
     assert f"ssh-add {key}" in (info.value.hint or "")
 
 
-def test_encrypted_identity_without_pub_file_is_a_usage_error(
+def test_encrypted_openssh_identity_without_pub_file_gives_the_public_key_it_holds_in_the_clear(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SSH_AUTH_SOCK", "/nonexistent/agent.sock")
     key = tmp_path / "id_locked"
-    write_key(key, password=b"secret")
+    blob = write_key(key, password=b"secret")
+    identity = load_identity(key)
+    assert identity.public_line == blob
+    assert identity.encrypted
+
+
+def test_encrypted_pem_identity_without_pub_file_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/nonexistent/agent.sock")
+    key = tmp_path / "id_locked"
+    write_pem_key(key, password=b"secret")
     with pytest.raises(UsageError, match="cannot read the public key"):
         load_identity(key)
 

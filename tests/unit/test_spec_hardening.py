@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import paramiko
@@ -19,6 +20,7 @@ from devbox.keys.keypair import Identity, generate_ed25519
 from hypothesis import given
 from hypothesis import strategies as st
 
+from devbox.errors import DevboxError
 from devbox.gpus import GpuSelection
 from devbox.spec import (
     BoxSpec,
@@ -27,6 +29,7 @@ from devbox.spec import (
     Mount,
     from_flags,
     local_access,
+    local_unowned_dir,
     parse_env,
     parse_mount,
 )
@@ -187,6 +190,164 @@ def test_from_flags_checks_every_mount_source_with_the_hosts_access() -> None:
     assert err.message == "you cannot read mount source /srv/secret on gpu1"
 
 
+# --- directory sources root in the box (sudo) could read all of --------------------------------------
+
+SUDO_HINT = "mount a directory you own, or add --no-sudo"
+
+
+def facts_owning(unowned_dir) -> HostFacts:
+    return HostFacts(
+        BOB,
+        "/srv/home",
+        exists=lambda _p: True,
+        where=" on gpu1",
+        access=lambda _p, _w: True,
+        unowned_dir=unowned_dir,
+    )
+
+
+def test_with_sudo_a_directory_the_user_does_not_own_is_refused_naming_it_and_the_fix() -> None:
+    err = usage_error(parse_mount, "/etc:/mnt/e:ro", facts_owning(lambda path: path == "/etc"), sudo=True)
+    assert err.message == (
+        "--mount /etc: you do not own /etc on gpu1, and root in the box (sudo) could read everything under it"
+    )
+    assert err.hint == SUDO_HINT
+
+
+def test_without_sudo_a_directory_the_user_can_read_but_does_not_own_is_fine() -> None:
+    facts = facts_owning(lambda _path: True)
+    assert parse_mount("/etc:/mnt/e:ro", facts, sudo=False) == Mount("/etc", "/mnt/e", True)
+
+
+def test_ownership_is_asked_for_the_expanded_path_and_only_with_sudo() -> None:
+    asked: list[str] = []
+    facts = facts_owning(lambda path: asked.append(path) or False)
+    parse_mount("~/./data/:/d", facts, sudo=True)
+    parse_mount("~/other:/o", facts, sudo=False)
+    assert asked == ["/srv/home/data"]
+
+
+def test_from_flags_checks_ownership_when_the_box_has_sudo_and_not_with_no_sudo() -> None:
+    facts = facts_owning(lambda path: path == "/srv/shared")
+    flags = {"name": "x", "image": "img", "mounts": ["/srv/mine:/a", "/srv/shared:/b:ro"], "facts": facts}
+    err = usage_error(from_flags, **flags)
+    assert err.message.startswith("--mount /srv/shared: you do not own /srv/shared on gpu1")
+    assert from_flags(**flags, sudo=False).mounts[1] == Mount("/srv/shared", "/b", True)
+
+
+def test_facts_check_ownership_locally_and_not_before_the_host_is_known() -> None:
+    assert HostFacts.local().unowned_dir is local_unowned_dir
+    assert HostFacts.unowned_dir_check(None) is local_unowned_dir
+    assert HostFacts.unchecked().unowned_dir is None
+    assert HostFacts(BOB, "/srv/home").unowned_dir is None
+
+
+def an_ordinary_login(path: Path) -> int:
+    """The UID that owns `path`, given to it when tests run as root (root owns everything in effect)."""
+    if os.getuid() == 0:
+        os.chown(path, 1500, 1500)
+    return path.stat().st_uid
+
+
+def test_locally_sudo_and_a_mount_of_etc_or_a_link_to_it_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    uid = an_ordinary_login(mine)
+    assert os.stat("/etc").st_uid != uid
+    monkeypatch.setattr(os, "getuid", lambda: uid)
+    (tmp_path / "etc-link").symlink_to("/etc")
+    for source in ("/etc", f"{tmp_path}/etc-link"):
+        err = usage_error(from_flags, name="x", image="img", mounts=[f"{source}:/mnt/e:ro"])
+        assert err.message == (
+            f"--mount {source}: you do not own {source}, "
+            "and root in the box (sudo) could read everything under it"
+        )
+    spec = from_flags(name="x", image="img", mounts=[f"{mine}:/mnt/m", "/etc/passwd:/mnt/h:ro"])
+    assert [m.source for m in spec.mounts] == [str(mine), "/etc/passwd"]
+
+
+def test_local_unowned_dir_is_a_directory_owned_by_someone_else_links_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    uid = an_ordinary_login(mine)
+    (tmp_path / "etc-link").symlink_to("/etc")
+    (tmp_path / "mine-link").symlink_to(mine)
+    monkeypatch.setattr(os, "getuid", lambda: uid)
+    assert local_unowned_dir("/etc")
+    assert local_unowned_dir(str(tmp_path / "etc-link"))
+    assert not local_unowned_dir(str(mine))
+    assert not local_unowned_dir(str(tmp_path / "mine-link"))
+    assert not local_unowned_dir("/etc/passwd")  # a file: only the read/write check applies
+    monkeypatch.setattr(os, "getuid", lambda: 0)
+    assert not local_unowned_dir("/etc")  # root can read all of it on the host anyway
+
+
+class ShellTunnel:
+    """A tunnel to this machine: its commands run here, behind `prefix` (setpriv, to run as another UID)."""
+
+    def __init__(self, prefix: list[str]) -> None:
+        self.prefix = prefix
+        self.commands: list[list[str]] = []
+
+    def run(self, args: list[str]) -> subprocess.CompletedProcess[str]:
+        self.commands.append(args)
+        return subprocess.run([*self.prefix, *args], capture_output=True, text=True, timeout=10)
+
+    def failure(self, stderr: str) -> DevboxError:
+        return DevboxError(f"ssh failed: {stderr.strip()}")
+
+
+def test_a_remote_host_is_asked_the_same_question_through_its_tunnel(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix: list[str] = []
+    if os.getuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: cannot log in as an ordinary user")
+        prefix = ["setpriv", "--reuid=1500", "--regid=1500", "--clear-groups"]
+    # A directory every UID can reach: pytest's own temporary root is private to its user.
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="devbox-owner-"))
+    try:
+        base.chmod(0o755)
+        mine = base / "mine dir"
+        mine.mkdir()
+        uid = an_ordinary_login(mine)
+        (base / "etc-link").symlink_to("/etc")
+        (base / "mine-link").symlink_to(mine)
+        tunnel = ShellTunnel(prefix)
+        remote = HostFacts.unowned_dir_check(tunnel)  # type: ignore[arg-type]
+        monkeypatch.setattr(os, "getuid", lambda: uid)
+        paths = [
+            "/etc",
+            "/etc/passwd",
+            str(mine),
+            str(base / "etc-link"),
+            str(base / "mine-link"),
+            "/nonexistent",
+        ]
+        answers = {p: remote(p) for p in paths}
+        assert answers == {p: local_unowned_dir(p) for p in paths}
+        assert answers["/etc"] and not answers[str(mine)]
+        assert tunnel.commands[0][:2] == ["sh", "-c"] and tunnel.commands[0][-1] == "/etc"
+    finally:
+        shutil.rmtree(base)
+
+
+def test_a_remote_ownership_check_that_cannot_reach_the_host_raises_the_tunnels_error() -> None:
+    class Down(ShellTunnel):
+        def run(self, args: list[str]) -> subprocess.CompletedProcess[str]:
+            return subprocess.CompletedProcess(
+                args, 255, "", "ssh: connect to host gpu1: Connection refused\n"
+            )
+
+    with pytest.raises(DevboxError, match="ssh failed: ssh: connect to host gpu1"):
+        HostFacts.unowned_dir_check(Down([]))("/srv/data")  # type: ignore[arg-type]
+
+
 # --- --env and --workdir values ----------------------------------------------------------------------
 
 
@@ -207,6 +368,15 @@ def test_env_values_that_are_not_utf8_are_refused() -> None:
     ['a"b', "back\\slash", "$HOME `id` $(id)", "it's", "  two  spaces  ", "ünïcødé ✓", "tab\there", "#x", ""],
 )
 def test_env_values_with_quotes_dollars_spaces_and_unicode_are_kept_exactly(value: str) -> None:
+    assert parse_env(f"K={value}") == ("K", value)
+
+
+@pytest.mark.parametrize(
+    "value", ["\x1b[31mred\x1b[0m", "a\x01b", "carriage\rreturn", "del\x7f", "c1\x85\x9b", "\x07"]
+)
+def test_env_values_with_control_characters_other_than_newline_and_nul_are_kept_exactly(value: str) -> None:
+    # They reach every session unchanged (tests/unit/test_entrypoint.py runs the env file through
+    # sh, dash and bash), so there is no reason to refuse them.
     assert parse_env(f"K={value}") == ("K", value)
 
 
