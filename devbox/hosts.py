@@ -228,7 +228,9 @@ def update(change: Callable[[HostsConfig], HostsConfig]) -> HostsConfig:
 
 def resolve(explicit: str | None, *, box: str | None = None) -> Host:
     """The host a command acts on: --host/DEVBOX_HOST, else the host `box` was created on (devbox's
-    ssh entry for it says), else the configured default, else the local engine."""
+    ssh entry for it says), else config.yaml's `host`, else `devbox host default`'s, else local."""
+    from devbox import config as user_config
+
     config = load()
     if explicit:
         return config.get(explicit)
@@ -236,7 +238,7 @@ def resolve(explicit: str | None, *, box: str | None = None) -> Host:
         recorded = box_host(config, box)
         if recorded is not None:
             return recorded
-    return config.get(config.default)
+    return config.get(user_config.current().host or config.default)
 
 
 def box_host(config: HostsConfig, box: str) -> Host | None:

@@ -261,12 +261,16 @@ def test_entrypoint_refuses_to_write_through_a_mount_that_slipped_past_the_check
 
 
 def test_a_host_directory_mounted_as_the_workdir_keeps_its_owner(user: User, client, name: str) -> None:
-    # Root-owned but writable by the user's group: the user may mount it, not take it over.
+    # Root-owned but writable by the user's group: the user may mount it, not take it over; and
+    # with sudo in the box (root could read all of it) only if it is theirs.
     shared = user.home / f"shared-{name}"
     shared.mkdir()
     os.chown(shared, 0, user.gid)
     shared.chmod(0o770)
-    user.ok("up", name, "--mount", f"{shared}:/workspace", "--workdir", "/workspace")
+    refused = user.devbox("up", name, "--mount", f"{shared}:/workspace", "--workdir", "/workspace")
+    assert refused.returncode == 2 and f"you do not own {shared}" in refused.stderr
+    assert "--no-sudo" in refused.stderr and _leftovers(client, name) == ([], [])
+    user.ok("up", name, "--mount", f"{shared}:/workspace", "--workdir", "/workspace", "--no-sudo")
     try:
         assert user.ssh(f"devbox-{name}", "pwd").stdout == "/workspace\n"
         assert (shared.stat().st_uid, shared.stat().st_gid) == (0, user.gid)
