@@ -456,7 +456,9 @@ class DevboxApp(App[None]):
         name = form.options["name"]
 
         def progress(line: str) -> None:
-            self.call_from_thread(self._status_text, f"up {name}: {line[:150]}")
+            # A progress line must never fail the `up` itself (the app may be closing meanwhile).
+            with contextlib.suppress(Exception):
+                self.call_from_thread(self._status_text, f"up {name}: {line[:150]}")
 
         try:
             engine = self._engine(host)

@@ -172,7 +172,10 @@ def test_read_only_mount_inside_home_and_a_new_workdir_work_for_the_user(user: U
     data.mkdir()
     (data / "f.txt").write_text("x\n")
     os.chown(data, 0, 0)
-    proc = user.ok("up", name, "--mount", f"{data}:/home/{user.name}/ds:ro", "--workdir", "/workspace")
+    # Root's directory: mountable read-only without sudo in the box (with it, root could read it all).
+    proc = user.ok(
+        "up", name, "--mount", f"{data}:/home/{user.name}/ds:ro", "--workdir", "/workspace", "--no-sudo"
+    )
     assert "Created" in proc.stdout
     assert os.stat(data).st_uid == 0 and os.stat(data / "f.txt").st_uid == 0  # the host's files untouched
     out = user.ssh(f"devbox-{name}", "cat ~/ds/f.txt && touch /workspace/ok && stat -c %U /workspace")

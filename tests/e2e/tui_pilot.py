@@ -95,6 +95,7 @@ async def form(pilot, bad: str, good: str) -> dict[str, object]:
     await pilot.click("#gpu-1")
     await pilot.click("#create")
     await until(pilot, lambda: state_of(pilot.app, good) == "running", what=f"{good} running")
+    await until(pilot, lambda: any(f"{good} is up" in t for t in pilot.app.told), what=f"{good} up done")
     return {"inline": inline, "form_stayed_open": still_open, **panels(pilot.app)}
 
 
