@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -182,8 +184,6 @@ def up(
     With no NAME, a devbox.yaml in this directory or above describes the box (flags override it);
     without one, NAME is this directory's name.
     """
-    from functools import partial
-
     from devbox import boxes, hosts, project, spec
 
     path = project.find() if name is None else None
@@ -430,14 +430,18 @@ def start(name: str, share_gpus: bool, host: str | None, timeout: float, ssh_con
     from devbox import boxes
 
     engine = _engine(host, box=name, ssh_config=ssh_config)
+    _until_ready(
+        "Starting",
+        name,
+        partial(boxes.start, engine, name, share_gpus=share_gpus, ssh_config=ssh_config, timeout=timeout),
+    )
+
+
+def _until_ready(doing: str, name: str, act: Callable[..., Box]) -> None:
+    """start/restart: a spinner, lock waits and ssh-entry warnings on stderr, the new state on stdout."""
     err = _console(stderr=True)
-    with err.status(f"Starting {name}…"):
-        box = boxes.start(
-            engine,
-            name,
-            share_gpus=share_gpus,
-            ssh_config=ssh_config,
-            timeout=timeout,
+    with err.status(f"{doing} {name}…"):
+        box = act(
             progress=lambda line: err.print(f"[dim]{escape(line)}[/dim]"),
             on_warning=lambda line: err.print(f"[yellow]warning: {escape(line)}[/yellow]"),
         )
@@ -453,17 +457,9 @@ def restart(name: str, host: str | None, timeout: float, ssh_config: Path | None
     from devbox import boxes
 
     engine = _engine(host, box=name, ssh_config=ssh_config)
-    err = _console(stderr=True)
-    with err.status(f"Restarting {name}…"):
-        box = boxes.restart(
-            engine,
-            name,
-            ssh_config=ssh_config,
-            timeout=timeout,
-            progress=lambda line: err.print(f"[dim]{escape(line)}[/dim]"),
-            on_warning=lambda line: err.print(f"[yellow]warning: {escape(line)}[/yellow]"),
-        )
-    _console().print(f"{name}: {box.status}")
+    _until_ready(
+        "Restarting", name, partial(boxes.restart, engine, name, ssh_config=ssh_config, timeout=timeout)
+    )
 
 
 @cli.command(short_help="Remove a box (keeps its home unless --purge).")

@@ -176,12 +176,12 @@ def default_image() -> str:
 def load(path: Path | None = None) -> Settings:
     """config.yaml (default: default_path()) read and checked; a missing file sets nothing.
     Every problem is a ConfigError naming the file and, where there is one, the line."""
-    import yaml
-
     path = path or default_path()
     text = _read(path)
     if text is None:
-        return Settings()
+        return Settings()  # no file: no YAML parser to import (every `ls` asks for the alias prefix)
+    import yaml
+
     root = _compose(path, text)
     if root is None or root.tag == "tag:yaml.org,2002:null":  # no document, or an empty one
         return Settings(path=path)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from devbox.tui import render
@@ -373,33 +374,29 @@ class DevboxApp(App[None]):
     def action_start(self) -> None:
         from devbox import boxes
 
-        if found := self._mine():
-            view, box = found
-            self._act(
-                f"starting {box.name}",
-                view.host,
-                lambda e: f"{box.name}: {boxes.start(e, box.name, ssh_config=self.ssh_config).status}",
-            )
+        self._lifecycle("starting", partial(boxes.start, ssh_config=self.ssh_config, on_warning=self._warn))
 
     def action_stop(self) -> None:
         from devbox import boxes
 
-        if found := self._mine():
-            view, box = found
-            self._act(
-                f"stopping {box.name}", view.host, lambda e: f"{box.name}: {boxes.stop(e, box.name).status}"
-            )
+        self._lifecycle("stopping", boxes.stop)
 
     def action_restart(self) -> None:
         from devbox import boxes
 
+        self._lifecycle(
+            "restarting", partial(boxes.restart, ssh_config=self.ssh_config, on_warning=self._warn)
+        )
+
+    def _lifecycle(self, doing: str, call: Callable[..., Box]) -> None:
+        """start/stop/restart of the selected box (yours only); the new state as a notification."""
         if found := self._mine():
             view, box = found
-            self._act(
-                f"restarting {box.name}",
-                view.host,
-                lambda e: f"{box.name}: {boxes.restart(e, box.name, ssh_config=self.ssh_config).status}",
-            )
+            self._act(f"{doing} {box.name}", view.host, lambda e: f"{box.name}: {call(e, box.name).status}")
+
+    def _warn(self, line: str) -> None:
+        """An ssh-entry warning from a worker: the box is fine, the user's ssh config needs a hand."""
+        self.call_from_thread(self.notify, line, severity="warning", timeout=10)
 
     def action_remove(self) -> None:
         from devbox import boxes

@@ -84,16 +84,25 @@ async def see(pilot, name: str) -> dict[str, object]:
 async def form(pilot, bad: str, good: str) -> dict[str, object]:
     await until(pilot, lambda: bool(pilot.app.views), what="first refresh")
     await pilot.press("n")
-    await pilot.pause(0.3)
+    # Wait on what the screen shows, not on fixed pauses: the CI machine is busy.
+    await until(pilot, lambda: type(pilot.app.screen).__name__ == "NewBoxScreen", what="form")
     screen = pilot.app.screen
-    screen.query_one("#name").value = bad
-    await pilot.click("#create")
-    await pilot.pause(0.3)
+    name = screen.query_one("#name")
+    name.value = bad
+    name.focus()
+    await pilot.press("enter")
+    await until(
+        pilot, lambda: str(screen.query_one("#form-error").render()).strip() != "", what="inline error"
+    )
     inline = str(screen.query_one("#form-error").render())
     still_open = pilot.app.screen is screen
-    screen.query_one("#name").value = good
-    await pilot.click("#gpu-1")
-    await pilot.click("#create")
+    name.value = good
+    gpu = screen.query_one("#gpu-1")
+    gpu.focus()
+    await pilot.press("space")
+    await until(pilot, lambda: gpu.value is True, what="GPU 1 ticked")
+    name.focus()
+    await pilot.press("enter")
     await until(pilot, lambda: state_of(pilot.app, good) == "running", what=f"{good} running")
     await until(pilot, lambda: any(f"{good} is up" in t for t in pilot.app.told), what=f"{good} up done")
     return {"inline": inline, "form_stayed_open": still_open, **panels(pilot.app)}

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from devbox.boxes import Box
 from devbox.errors import UsageError
 
 # The 2-core CI machine also runs a dockerd and e2e boxes: wall-clock deadlines would make
@@ -54,3 +55,24 @@ def ssh_g(argv: list[str]) -> dict[str, str]:
         key, _, value = line.partition(" ")
         values.setdefault(key, value)
     return values
+
+
+def make_box(name: str = "b", owner: str = "alice", **fields: object) -> Box:
+    """A Box as Docker's labels would describe it, for tests that need one without an engine."""
+    base: dict[str, object] = {
+        "name": name,
+        "owner": owner,
+        "user": owner,
+        "uid": 1000,
+        "gid": 1000,
+        "status": "running",
+        "port": 20022,
+        "gpus": (),
+        "image": "devbox/base",
+        "workdir": "/workspace",
+        "volume": f"devbox-{owner}-{name}.home",
+        "container": f"devbox-{owner}-{name}",
+        "container_id": "0123456789ab",
+        "identity": "",
+    }
+    return Box(**{**base, **fields})  # type: ignore[arg-type]

@@ -24,24 +24,9 @@ from devbox import jobs
 from devbox.boxes import Box
 from devbox.errors import DevboxError, UsageError
 
-from .conftest import usage_error
+from .conftest import make_box, usage_error
 
-BOX = Box(
-    name="b",
-    owner="alice",
-    user="alice",
-    uid=1000,
-    gid=1000,
-    status="running",
-    port=20022,
-    gpus=("4", "5"),
-    image="devbox/base",
-    workdir="/workspace",
-    volume="devbox-b-home",
-    container="devbox-b",
-    container_id="0123456789ab",
-    identity="",
-)
+BOX = make_box(gpus=("4", "5"), volume="devbox-b-home", container="devbox-b")
 ALL_GPUS_BOX = replace(BOX, gpus=("all",))
 NO_GPUS_BOX = replace(BOX, gpus=())
 

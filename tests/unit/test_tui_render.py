@@ -11,25 +11,20 @@ from devbox.boxes import Box
 from devbox.hosts import LOCAL_HOST, Host
 from devbox.overview import HostView
 
+from .conftest import make_box
+
 H100 = "NVIDIA H100 80GB HBM3"
 
 
 def _box(name: str, owner: str = "ana", status: str = "running", gpu: tuple[str, ...] = ("0",)) -> Box:
-    return Box(
-        name=name,
-        owner=owner,
-        user=owner,
-        uid=1000,
-        gid=1000,
+    return make_box(
+        name,
+        owner,
         status=status,
         port=20001,
         gpus=gpu,
         image="ubuntu:24.04",
         workdir="/home/ana",
-        volume=f"devbox-{owner}-{name}.home",
-        container=f"devbox-{owner}-{name}",
-        container_id="c" * 64,
-        identity="",
         started="2026-01-01T00:00:00.123456789Z",
         mounts=("/data:/workspace/data:ro",),
         memory=64 << 30,

@@ -17,6 +17,8 @@ from devbox.hosts import LOCAL_HOST, Host
 from devbox.jobs import Job
 from devbox.overview import HostView
 
+from .conftest import make_box
+
 NOW = 1_790_000_000.0  # a fixed "now": uptimes, job times and "updated Ns ago" never drift
 H100 = "NVIDIA H100 80GB HBM3"
 
@@ -34,21 +36,14 @@ def _started(seconds_ago: float) -> str:
 
 
 def _box(name: str, owner: str, gpu: tuple[str, ...], status: str = "running", up: float = 3700) -> Box:
-    return Box(
-        name=name,
-        owner=owner,
-        user=owner,
-        uid=1000,
-        gid=1000,
+    return make_box(
+        name,
+        owner,
         status=status,
         port=20001,
         gpus=gpu,
         image="pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime",
         workdir=f"/home/{owner}/proj",
-        volume=f"devbox-{owner}-{name}.home",
-        container=f"devbox-{owner}-{name}",
-        container_id="c" * 64,
-        identity="",
         started=_started(up) if status == "running" else "",
         mounts=(f"/data/{owner}:/workspace/data:ro",),
         memory=64 << 30,
