@@ -783,10 +783,13 @@ def _print_gpus(report) -> None:
     from devbox import gpus
 
     table = Table(box=None, header_style="bold")
-    for col in ("GPU", "NAME", "MEMORY", "UTIL", "HELD BY", "PROCESSES", "UUID"):
+    for col in ("GPU", "NAME", "MEMORY", "UTIL", "TEMP", "POWER", "HELD BY", "PROCESSES", "UUID"):
         table.add_column(col)
     for row in gpus.gpu_rows(report.inventory, report.holders):
-        table.add_row(row.index, row.name, row.memory, row.util, row.holder or "-", row.pids or "-", row.uuid)
+        table.add_row(
+            *(row.index, row.name, row.memory, row.util, row.temperature, row.power),
+            *(row.holder or "-", row.pids or "-", row.uuid),
+        )
     out = _console()
     out.print(table)
     index_of = {g.uuid.lower(): g.index for g in report.inventory.gpus}

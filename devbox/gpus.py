@@ -19,11 +19,20 @@ from typing import Literal
 
 from devbox.errors import DevboxError, GpuBusyError, UsageError
 
+_GPU_FIELDS = "index,uuid,name,memory.used,memory.total,utilization.gpu,mig.mode.current"
+# Asked in the same call as the rest: one nvidia-smi run per refresh. Drivers have known these
+# fields for a decade, but a stand-in for nvidia-smi (an older copy of the test fake, a wrapper)
+# may not, and then the GPUs are read without them (BASIC_QUERY_GPU_ARGS).
+_SENSOR_FIELDS = "temperature.gpu,power.draw,power.limit"
 QUERY_GPU_ARGS = [
     "nvidia-smi",
-    "--query-gpu=index,uuid,name,memory.used,memory.total,utilization.gpu,mig.mode.current",
+    f"--query-gpu={_GPU_FIELDS},{_SENSOR_FIELDS}",
     "--format=csv,noheader,nounits",
 ]
+BASIC_QUERY_GPU_ARGS = ["nvidia-smi", f"--query-gpu={_GPU_FIELDS}", "--format=csv,noheader,nounits"]
+# How a query naming a field the tool does not know is refused (exit 2, on stdout): nvidia-smi
+# names the field; the test fake before it learned the sensor fields refused the whole query.
+_FIELD_REFUSALS = ("is not a valid field to query", "Invalid combination of input arguments")
 QUERY_APPS_ARGS = [
     "nvidia-smi",
     "--query-compute-apps=gpu_uuid,pid,process_name,used_memory",
@@ -192,6 +201,10 @@ class Gpu:
     memory_total_mib: int | None
     utilization_pct: int | None
     mig: bool | None
+    # None where the GPU does not report them (laptops, vGPU guests) or nvidia-smi was not asked.
+    temperature_c: int | None = None
+    power_draw_w: float | None = None
+    power_limit_w: float | None = None
 
 
 @dataclass(frozen=True)
@@ -226,6 +239,15 @@ def _number(field: str) -> int | None:
     return int(match[1]) if match else None
 
 
+# Watts as nvidia-smi prints them: "68.47", or "68.47 W" without `nounits`.
+_WATTS = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*W?")
+
+
+def _watts(field: str) -> float | None:
+    match = _WATTS.fullmatch(field.strip())
+    return float(match[1]) if match else None
+
+
 def _mig(field: str) -> bool | None:
     return {"enabled": True, "disabled": False}.get(field.strip().lower())
 
@@ -241,19 +263,32 @@ def _unreadable(line: str) -> DevboxError:
     )
 
 
-def parse_gpu_csv(text: str) -> list[Gpu]:
-    """Parse the output of QUERY_GPU_ARGS, one GPU a line."""
-    return [_parse_gpu_line(line) for line in _lines(text)]
+def parse_gpu_csv(text: str, *, sensors: bool = True) -> list[Gpu]:
+    """Parse the output of QUERY_GPU_ARGS (of BASIC_QUERY_GPU_ARGS with `sensors=False`), one GPU a line."""
+    return [_parse_gpu_line(line, sensors) for line in _lines(text)]
 
 
-def _parse_gpu_line(line: str) -> Gpu:
+def _parse_gpu_line(line: str, sensors: bool) -> Gpu:
     fields = [f.strip() for f in line.split(",")]
-    if len(fields) < 7 or not _INDEX.fullmatch(fields[0]) or not fields[1]:
+    after_name = 7 if sensors else 4
+    if len(fields) < 3 + after_name or not _INDEX.fullmatch(fields[0]) or not fields[1]:
         raise _unreadable(line)
     # Names have no commas today; if one ever does, the name is whatever sits in the middle.
-    name = ", ".join(fields[2:-4])
-    used, total, util, mig = fields[-4:]
-    return Gpu(int(fields[0]), fields[1], name, _number(used), _number(total), _number(util), _mig(mig))
+    name = ", ".join(fields[2:-after_name])
+    used, total, util, mig, *rest = fields[-after_name:]
+    temp, draw, limit = rest or ("", "", "")  # "" reads as None: not asked
+    return Gpu(
+        int(fields[0]),
+        fields[1],
+        name,
+        _number(used),
+        _number(total),
+        _number(util),
+        _mig(mig),
+        _number(temp),
+        _watts(draw),
+        _watts(limit),
+    )
 
 
 def parse_apps_csv(text: str) -> list[GpuProcess]:
@@ -274,9 +309,22 @@ def parse_apps_csv(text: str) -> list[GpuProcess]:
 
 def read_inventory(run: Runner) -> Inventory:
     """Ask nvidia-smi (through `run`, which returns stdout or raises) for GPUs and processes."""
-    gpus = parse_gpu_csv(_query(run, QUERY_GPU_ARGS))
+    gpus = _read_gpus(run)
     processes = parse_apps_csv(_query(run, QUERY_APPS_ARGS))
     return Inventory(tuple(gpus), tuple(processes))
+
+
+def _read_gpus(run: Runner) -> list[Gpu]:
+    """The GPUs with temperature and power; without them from a tool that refuses those fields."""
+    try:
+        text = _query(run, QUERY_GPU_ARGS)
+    except DevboxError as e:
+        # Only a refused query is worth a second one: a driver that is down or hung fails the
+        # same way again, and a hung one would take a second timeout to say so.
+        if not any(refusal in e.message for refusal in _FIELD_REFUSALS):
+            raise
+        return parse_gpu_csv(_query(run, BASIC_QUERY_GPU_ARGS), sensors=False)
+    return parse_gpu_csv(text)
 
 
 def _query(run: Runner, args: list[str]) -> str:
@@ -439,6 +487,8 @@ class GpuRow:
     name: str
     memory: str
     util: str
+    temperature: str
+    power: str
     mig: str
     holder: str
     pids: str
@@ -453,6 +503,8 @@ def gpu_rows(inventory: Inventory, holders: Mapping[str, str]) -> list[GpuRow]:
             name=gpu.name,
             memory=_memory_text(gpu),
             util="n/a" if gpu.utilization_pct is None else f"{gpu.utilization_pct} %",
+            temperature="n/a" if gpu.temperature_c is None else f"{gpu.temperature_c} °C",
+            power=_power_text(gpu),
             mig={True: "on", False: "off", None: ""}[gpu.mig],
             holder=_holder(gpu, holders) or "",
             pids=", ".join(str(p.pid) for p in inventory.processes_on(gpu)),
@@ -467,6 +519,14 @@ def _memory_text(gpu: Gpu) -> str:
     used = "?" if gpu.memory_used_mib is None else str(gpu.memory_used_mib)
     total = "?" if gpu.memory_total_mib is None else str(gpu.memory_total_mib)
     return f"{used} / {total} MiB"
+
+
+def _power_text(gpu: Gpu) -> str:
+    """Draw and limit in whole watts, "612 / 700 W"; just the draw when no limit is reported."""
+    if gpu.power_draw_w is None and gpu.power_limit_w is None:
+        return "n/a"
+    draw = "?" if gpu.power_draw_w is None else f"{gpu.power_draw_w:.0f}"
+    return f"{draw} W" if gpu.power_limit_w is None else f"{draw} / {gpu.power_limit_w:.0f} W"
 
 
 def _holder(gpu: Gpu, holders: Mapping[str, str]) -> str | None:
@@ -484,6 +544,9 @@ def inventory_to_json(inventory: Inventory, holders: Mapping[str, str]) -> dict[
                 "memory_used_mib": gpu.memory_used_mib,
                 "memory_total_mib": gpu.memory_total_mib,
                 "utilization_pct": gpu.utilization_pct,
+                "temperature_c": gpu.temperature_c,
+                "power_draw_w": gpu.power_draw_w,
+                "power_limit_w": gpu.power_limit_w,
                 "mig": gpu.mig,
                 "holder": _holder(gpu, holders),
                 "processes": [

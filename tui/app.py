@@ -33,6 +33,9 @@ from devbox.hosts import Host
 from devbox.overview import HostView
 
 REFRESH_S = 2.0
+# How long one host may take to answer before its row says "unreachable" (it is asked again on
+# the next refresh); shorter than the CLI's fleet timeout: a screen should tell sooner.
+HOST_TIMEOUT_S = 10.0
 LOG_POLL_S = 1.0
 LOG_LINES = 500
 # Actions that change something: refused with --readonly (the bindings disappear from the footer).
@@ -81,25 +84,27 @@ class DevboxApp(App[None]):
         interval: float = REFRESH_S,
         ssh_config: Path | None = None,
         image: str = "",
-        look: Callable[[], list[HostView]] | None = None,
+        host_timeout: float = HOST_TIMEOUT_S,
+        look: Callable[[Host], HostView] | None = None,
         read_log: Callable[[Host, Box, str], bytes] | None = None,
     ) -> None:
         super().__init__()
         self.targets = targets
-        # Where views come from: the hosts themselves, unless a caller (a snapshot test, a demo)
-        # hands in a fixed fleet.
-        self.look = look or (lambda: overview.look(self.targets, ssh_config=self.ssh_config))
+        self.host_timeout = host_timeout
+        # Where a host's view comes from: the host itself, unless a caller (a snapshot test, a
+        # demo) hands in a fixed fleet.
+        self.look = look or self._look
         self.read_log = read_log or self._job_log
         self.readonly = readonly
         self.interval = interval
         self.ssh_config = ssh_config
         self.image = image
-        self.views: list[HostView] = []
+        self._views: dict[str, HostView] = {}
         self.needle = ""
         self.log_needle = ""
         self.follow = True
         self.selected_job = ""
-        self._loading = False
+        self._loading: set[str] = set()  # hosts asked and not answered yet
         self._log_text = ""
         self._progress = ""
         self.refreshes = 0  # views shown so far (tests and the benchmark wait on it)
@@ -141,28 +146,39 @@ class DevboxApp(App[None]):
 
     # ------------------------------------------------------------------ data
 
+    @property
+    def views(self) -> list[HostView]:
+        """The latest view of every host that has answered, in the order the hosts were given."""
+        return [self._views[h.name] for h in self.targets if h.name in self._views]
+
     def action_refresh(self) -> None:
-        if not self._loading:
-            self._loading = True
-            self._load()
+        # Each host on its own worker: a host that stops answering holds up only its own row,
+        # and the others keep their cadence.
+        for host in self.targets:
+            if host.name not in self._loading:
+                self._loading.add(host.name)
+                self._load(host)
+
+    def _look(self, host: Host) -> HostView:
+        return overview.look([host], timeout=self.host_timeout, ssh_config=self.ssh_config)[0]
 
     @work(thread=True, group="refresh")
-    def _load(self) -> None:
+    def _load(self, host: Host) -> None:
         try:
-            views = self.look()
+            view = self.look(host)
         except Exception as exc:  # never a traceback on the terminal: a notification instead
             self.call_from_thread(self._fail, exc)
-            views = None
-        self.call_from_thread(self._show, views)
+            view = None
+        self.call_from_thread(self._show, host, view)
 
-    def _show(self, views: list[HostView] | None) -> None:
-        self._loading = False
-        if views is None:
+    def _show(self, host: Host, view: HostView | None) -> None:
+        self._loading.discard(host.name)
+        if view is None:
             return
-        self.views = views
+        self._views[host.name] = view
         self.refreshes += 1
         self._fill_boxes()
-        self.query_one("#gpus", Static).update(render.gpu_panel(views))
+        self.query_one("#gpus", Static).update(render.gpu_panel(self.views))
         self._tick_status()
         self._show_selected()
 

@@ -10,12 +10,16 @@ from datetime import datetime
 from rich.text import Text
 
 from devbox.boxes import Box
+from devbox.gpus import Gpu
 from devbox.jobs import Job
 from devbox.overview import HostView
 
 BOX_COLUMNS = ("HOST", "NAME", "OWNER", "STATE", "GPUS", "SSH", "UP", "JOBS")
 JOB_COLUMNS = ("JOB", "STATE", "TIME", "LAST LINE")
 BAR_WIDTH = 12
+# Data-centre GPUs slow themselves down at around 85-90 °C (each one's "GPU Slowdown Temp" in
+# `nvidia-smi -q`): a GPU this hot is worth a glance before its job gets slower.
+HOT_C = 85
 
 
 def box_key(view: HostView, box: Box) -> str:
@@ -121,7 +125,8 @@ def bar(used: int | None, total: int | None, width: int = BAR_WIDTH) -> Text:
 
 
 def gpu_panel(views: Sequence[HostView]) -> Text:
-    """Per host: each GPU's model, memory and utilization bars, holder; then flagged processes."""
+    """Per host: each GPU's model, memory bar, utilization, temperature and power where reported,
+    holder; then flagged processes."""
     # One line per GPU, cut rather than wrapped: a narrow terminal still reads as a table.
     out = Text(no_wrap=True, overflow="ellipsis")
     for view in views:
@@ -135,16 +140,17 @@ def gpu_panel(views: Sequence[HostView]) -> Text:
         inv = view.gpus.inventory
         model = inv.gpus[0].name if inv.gpus else "no GPUs"
         out.append(f"  {len(inv.gpus)}× {model}\n", style="bold")
-        for gpu in inv.gpus:
-            out.append_text(_gpu_line(view, gpu))
+        for gpu, sensors in zip(inv.gpus, _sensor_cells(inv.gpus), strict=True):
+            out.append_text(_gpu_line(view, gpu, sensors))
         for flag in view.flagged():
             where = f"GPU {flag.gpu}" if flag.gpu is not None else "a GPU"
             out.append(f" ⚠ {where} pid {flag.pid} {flag.process}: {flag.why}\n", style="yellow")
     return out
 
 
-def _gpu_line(view: HostView, gpu) -> Text:
-    """` 0 ████▌░░░░░ 41/80G  97% alice/train`: memory bar, memory, utilization, holder."""
+def _gpu_line(view: HostView, gpu: Gpu, sensors: Text) -> Text:
+    """` 0 ████▌░░░░░ 41/80G  97% 61°C 612/700W alice/train`: memory bar, memory, utilization,
+    `sensors` (from _sensor_cells), holder."""
     assert view.gpus is not None
     holder = view.gpus.holders.get(str(gpu.index), "")
     line = Text(f"{gpu.index:>2} ")
@@ -152,10 +158,37 @@ def _gpu_line(view: HostView, gpu) -> Text:
     line.append(f" {_gib(gpu.memory_used_mib)}/{_gib(gpu.memory_total_mib)}G".ljust(9))
     pct = "n/a" if gpu.utilization_pct is None else f"{gpu.utilization_pct}%"
     line.append(f"{pct:>4} ", style="bold" if (gpu.utilization_pct or 0) > 50 else "")
+    line.append_text(sensors)
     mine = any(h.split("/")[0] == view.me for h in holder.split(", ")) if holder else False
     line.append(holder or "free", style="bold" if mine else "" if holder else "dim")
     line.append("\n")
     return line
+
+
+def _sensor_cells(gpus: Sequence[Gpu]) -> list[Text]:
+    """Each GPU's `61°C 612/700W `, padded so one host's columns line up; a column no GPU of the
+    host reports is left out, so a host without sensors reads as before."""
+    temps = ["" if g.temperature_c is None else f"{g.temperature_c}°C" for g in gpus]
+    powers = [_power(g) for g in gpus]
+    temp_width, power_width = max(map(len, temps), default=0), max(map(len, powers), default=0)
+    cells = []
+    for gpu, temp, power in zip(gpus, temps, powers, strict=True):
+        cell = Text()
+        if temp_width:
+            cell.append(temp.rjust(temp_width), style="bold red" if (gpu.temperature_c or 0) >= HOT_C else "")
+            cell.append(" ")
+        if power_width:
+            cell.append(f"{power.rjust(power_width)} ")
+        cells.append(cell)
+    return cells
+
+
+def _power(gpu: Gpu) -> str:
+    """`612/700W` in whole watts, `612W` without a limit, "" when neither is reported."""
+    if gpu.power_draw_w is None and gpu.power_limit_w is None:
+        return ""
+    draw = "?" if gpu.power_draw_w is None else f"{gpu.power_draw_w:.0f}"
+    return f"{draw}W" if gpu.power_limit_w is None else f"{draw}/{gpu.power_limit_w:.0f}W"
 
 
 def _gib(mib: int | None) -> str:

@@ -288,6 +288,81 @@ class SilentServer:
         self.stop()
 
 
+class FreezingProxy:
+    """A TCP proxy on 127.0.0.1 in front of `target_port` that can freeze: from then on it keeps
+    every connection open and passes no byte either way, and new connections are accepted and
+    left silent. A live server that stops answering, as a hung host or a dead link looks to ssh
+    (a refused connection would be the easy case)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self._listener = socket.create_server((LOCALHOST, 0))
+        self._listener.settimeout(0.1)
+        self.port: int = self._listener.getsockname()[1]
+        self._frozen = threading.Event()
+        self._stopping = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._threads = [threading.Thread(target=self._serve, name=f"proxy-{self.port}", daemon=True)]
+
+    def freeze(self) -> None:
+        self._frozen.set()
+
+    def start(self) -> FreezingProxy:
+        self._threads[0].start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for thread in list(self._threads):
+            thread.join(timeout=5)
+        self._listener.close()
+        for sock in self._sockets:
+            sock.close()
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            self._sockets.append(conn)
+            if self._frozen.is_set():
+                continue
+            upstream = socket.create_connection((LOCALHOST, self.target_port), timeout=5)
+            self._sockets.append(upstream)
+            for a, b in ((conn, upstream), (upstream, conn)):
+                thread = threading.Thread(target=self._pipe, args=(a, b), daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        src.settimeout(0.1)
+        while not self._stopping.is_set():
+            if self._frozen.is_set():
+                time.sleep(0.1)  # hold the connection, pass nothing: bytes stay in the kernel
+                continue
+            try:
+                chunk = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                with contextlib.suppress(OSError):
+                    dst.shutdown(socket.SHUT_WR)
+                return
+            with contextlib.suppress(OSError):
+                dst.sendall(chunk)
+
+    def __enter__(self) -> FreezingProxy:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
 def _owned_dir(path: Path, owner: tuple[int, int] | None) -> None:
     """Create `path` (0700) if missing and give it to `owner`: ssh refuses files under a
     directory that others own or can write."""

@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,8 @@ import docker
 import pytest
 
 from .conftest import User, image_tags, make_user, remove_devbox_objects
-from .servers import LOCALHOST, SilentServer, Sshd, make_client_key, write_client_config
+from .servers import LOCALHOST, FreezingProxy, SilentServer, Sshd, make_client_key, write_client_config
+from .test_tui_e2e import PILOT
 
 GPU1_COUNT, GPU2_COUNT = 2, 4
 
@@ -87,6 +89,10 @@ class Laptop:
     def trust(self, *servers: Sshd) -> None:
         with self.known_hosts.open("a") as f:
             f.writelines(s.known_hosts_line() + "\n" for s in servers)
+
+    def trust_line(self, line: str) -> None:
+        with self.known_hosts.open("a") as f:
+            f.write(line + "\n")
 
 
 @pytest.fixture
@@ -410,6 +416,58 @@ def test_a_silent_server_is_one_unreachable_row_within_the_deadline(
     assert single.returncode == 1
     assert "hung" in one_line_error(single)
     laptop.ok("rm", "alive")
+
+
+def test_the_tui_shows_a_host_that_stops_answering_unreachable_while_the_rest_refresh(
+    laptop: Laptop, gpu1: Sshd
+) -> None:
+    """Textual's Pilot, as the laptop user: gpu1 behind a proxy that freezes mid-run (the sshd and
+    the ssh master stay connected, no byte passes), gpu2 alive beside it."""
+    user = laptop.user
+    with FreezingProxy(gpu1.port) as proxy:
+        with user.ssh_config.open("a") as f:
+            f.write(f"Host flaky\n    HostName {LOCALHOST}\n    Port {proxy.port}\n    User {gpu1.account}\n")
+        laptop.trust_line(gpu1.known_hosts_line(f"[{LOCALHOST}]:{proxy.port}"))
+        laptop.ok("host", "add", "flaky", "flaky")
+        laptop.ok("host", "add", "gpu2", "gpu2")
+        laptop.ok("up", "steady", "--host", "gpu2")
+        cmd = [
+            "runuser",
+            "-u",
+            user.name,
+            "--",
+            "env",
+            "-i",
+            *(f"{k}={v}" for k, v in user.environ().items()),
+        ]
+        python = str(Path(user.env["DEVBOX_VENV"]) / "bin" / "python")
+        driver = subprocess.Popen(
+            [*cmd, python, str(PILOT), "unreachable", "flaky", "gpu2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=user.home,
+        )
+        watchdog = threading.Timer(300, driver.kill)
+        watchdog.start()
+        try:
+            first = driver.stdout.readline() if driver.stdout else ""
+            assert first.strip() == "READY", first + driver.communicate()[1][-3000:]
+            proxy.freeze()
+            out, err = driver.communicate()
+        finally:
+            watchdog.cancel()
+    assert driver.returncode == 0, f"{out}\n{err[-3000:]}"
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen["hosts"]["flaky"] is False and seen["hosts"]["gpu2"] is True
+    assert "flaky unreachable" in seen["status"] and "gpu2 updated" in seen["status"]
+    assert any(r[0] == "flaky" and "unreachable" in " ".join(r) for r in seen["rows"]), seen["rows"]
+    assert any(r[:2] == ["gpu2", "steady"] for r in seen["rows"]), seen["rows"]
+    # gpu2 kept its cadence while flaky hung (refresh 1 s, flaky's deadline 4 s), and after.
+    assert seen["live_updates_while_hanging"] >= 2
+    assert seen["live_updates_after"] >= 3
+    assert seen["filter_opened"] is True
+    laptop.ok("rm", "steady", "--host", "gpu2", "--purge")
 
 
 # ---------------------------------------------------------------- placement

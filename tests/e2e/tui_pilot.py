@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -50,7 +51,12 @@ async def until(pilot, check, timeout: float = 120.0, what: str = "") -> None:
         if check():
             return
         await pilot.pause(0.2)
-    raise SystemExit(json.dumps({"timeout": what, "rows": rows(pilot.app), "told": pilot.app.told}))
+    app = pilot.app
+    views = {v.host.name: [v.error, time.time() - v.taken_at] for v in app.views}
+    waiting = sorted(app._loading)
+    raise SystemExit(
+        json.dumps({"timeout": what, "rows": rows(app), "told": app.told, "views": views, "waiting": waiting})
+    )
 
 
 async def select(pilot, name: str) -> None:
@@ -185,7 +191,43 @@ async def lag(pilot, seconds: str) -> dict[str, object]:
     return {"idle_s": idle, "busy_s": busy, "refreshes": app.refreshes - first, "boxes": len(rows(app))}
 
 
+async def unreachable(pilot, flaky: str, live: str) -> dict[str, object]:
+    """Both hosts answer; the test freezes `flaky` (after READY on stdout); it must turn
+    unreachable while `live` keeps refreshing and keys keep working."""
+    app = pilot.app
+
+    def answering(name: str) -> bool:
+        view = app._views.get(name)
+        return view is not None and view.reachable
+
+    await until(pilot, lambda: answering(flaky) and answering(live), what="both hosts answering")
+    os.write(1, b"READY\n")  # past Textual, which holds print() output while the app runs
+    live_stamps: set[float] = set()
+
+    def flaky_down() -> bool:
+        live_stamps.add(app._views[live].taken_at)
+        return not answering(flaky)
+
+    await pilot.pause(0.5)
+    await pilot.press("slash")  # the screen takes keys while a host hangs
+    filter_opened = bool(app.query_one("#filter").display)
+    await pilot.press("escape")
+    await until(pilot, flaky_down, timeout=90, what=f"{flaky} unreachable")
+    while_hanging = len(live_stamps)
+    after: set[float] = set()
+    await until(
+        pilot, lambda: len(after.add(app._views[live].taken_at) or after) >= 3, what=f"{live} refreshing"
+    )
+    return {
+        **panels(app),
+        "filter_opened": filter_opened,
+        "live_updates_while_hanging": while_hanging,
+        "live_updates_after": len(after),
+    }
+
+
 SCENARIOS = {
+    "unreachable": unreachable,
     "lag": lag,
     "see": see,
     "form": form,
@@ -198,7 +240,9 @@ SCENARIOS = {
 
 async def main(scenario: str, args: list[str]) -> None:
     targets = hosts.listed(hosts.load())
-    app = Recorder(targets, readonly=scenario in ("readonly", "lag"), interval=1.0)
+    # A short per-host deadline where the test waits for one to pass.
+    timeout = {"host_timeout": 4.0} if scenario == "unreachable" else {}
+    app = Recorder(targets, readonly=scenario in ("readonly", "lag"), interval=1.0, **timeout)
     async with app.run_test(size=(160, 50)) as pilot:
         result = await SCENARIOS[scenario](pilot, *args)
     print(json.dumps(result, default=str))

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from devbox.errors import DevboxError, UsageError
 from devbox.gpus import (
+    BASIC_QUERY_GPU_ARGS,
     CONFLICT_HINT,
     QUERY_APPS_ARGS,
     QUERY_GPU_ARGS,
@@ -214,10 +216,28 @@ def test_a100_box_with_one_mig_gpu_reads_unknown_memory_and_utilization_as_none(
     assert [g.index for g in gpus] == list(range(8))
     assert {g.name for g in gpus} == {"NVIDIA A100-SXM4-80GB"}
     assert gpus[4] == Gpu(
-        4, "GPU-b95f1a2e-0d83-c746-5e2b-91f4a3d0c68e", "NVIDIA A100-SXM4-80GB", None, 81920, None, True
+        4,
+        "GPU-b95f1a2e-0d83-c746-5e2b-91f4a3d0c68e",
+        "NVIDIA A100-SXM4-80GB",
+        None,
+        81920,
+        None,
+        True,
+        41,
+        87.15,
+        400.0,
     )
     assert gpus[7] == Gpu(
-        7, "GPU-5a0d8e3c-b7f4-2196-8c0e-d3a5f7b9e142", "NVIDIA A100-SXM4-80GB", 31875, 81920, 62, False
+        7,
+        "GPU-5a0d8e3c-b7f4-2196-8c0e-d3a5f7b9e142",
+        "NVIDIA A100-SXM4-80GB",
+        31875,
+        81920,
+        62,
+        False,
+        55,
+        248.67,
+        400.0,
     )
     assert [g.mig for g in gpus].count(True) == 1
 
@@ -236,7 +256,16 @@ def test_windows_rtx_4090_capture_reads_not_supported_fields_and_crlf_endings() 
     assert text.endswith("\r\n")
     (card,) = parse_gpu_csv(text)
     assert card == Gpu(
-        0, "GPU-a6e4d2c0-8b19-7f35-e1d3-9c5b7a0f2e48", "NVIDIA GeForce RTX 4090", 1873, 24564, None, None
+        0,
+        "GPU-a6e4d2c0-8b19-7f35-e1d3-9c5b7a0f2e48",
+        "NVIDIA GeForce RTX 4090",
+        1873,
+        24564,
+        None,
+        None,
+        47,
+        31.27,
+        450.0,
     )
 
 
@@ -252,17 +281,39 @@ def test_windows_process_names_keep_their_spaces_and_backslashes() -> None:
 def test_h100_box_reads_every_field() -> None:
     inventory = fixture_inventory("h100-4x")
     assert inventory.gpus[1] == Gpu(
-        1, "GPU-7ad3c915-e06b-28f4-b1c7-4e9d0a3f58b2", "NVIDIA H100 80GB HBM3", 71218, 81559, 88, False
+        1,
+        "GPU-7ad3c915-e06b-28f4-b1c7-4e9d0a3f58b2",
+        "NVIDIA H100 80GB HBM3",
+        71218,
+        81559,
+        88,
+        False,
+        62,
+        587.23,
+        700.0,
     )
     assert [p.pid for p in inventory.processes_on(inventory.gpus[1])] == [904412]
     assert inventory.processes_on(inventory.gpus[0]) == ()
+
+
+def test_laptop_gpu_reports_its_temperature_but_power_as_not_available() -> None:
+    (card,) = parse_gpu_csv(fixture("rtx3060-laptop.gpus.txt"))
+    assert (card.name, card.mig, card.temperature_c) == ("NVIDIA GeForce RTX 3060 Laptop GPU", None, 46)
+    assert (card.power_draw_w, card.power_limit_w) == (None, None)
+
+
+def test_the_basic_query_reads_the_same_gpus_without_temperature_or_power() -> None:
+    basic = parse_gpu_csv(fixture("h100-4x.gpus-basic.txt"), sensors=False)
+    full = parse_gpu_csv(fixture("h100-4x.gpus.txt"))
+    assert {(g.temperature_c, g.power_draw_w, g.power_limit_w) for g in basic} == {(None, None, None)}
+    assert basic == [replace(g, temperature_c=None, power_draw_w=None, power_limit_w=None) for g in full]
 
 
 def test_empty_compute_apps_output_means_no_processes() -> None:
     assert parse_apps_csv(fixture("apps-empty.txt")) == []
 
 
-@pytest.mark.parametrize("stem", ["a100-sxm4-8x-mig", "h100-4x", "rtx4090-windows"])
+@pytest.mark.parametrize("stem", ["a100-sxm4-8x-mig", "h100-4x", "rtx4090-windows", "rtx3060-laptop"])
 def test_every_fixture_has_real_uuids_and_processes_on_its_own_gpus(stem: str) -> None:
     inventory = fixture_inventory(stem)
     uuids = {g.uuid for g in inventory.gpus}
@@ -272,12 +323,16 @@ def test_every_fixture_has_real_uuids_and_processes_on_its_own_gpus(stem: str) -
 
 def test_gpu_csv_tolerates_odd_spacing_blank_lines_units_and_bare_na() -> None:
     text = (
-        "\n  0,GPU-aa11 ,  NVIDIA H100 80GB HBM3 ,12 MiB, 81559 MiB ,37 %,  Disabled   \n\n"
-        "1, GPU-bb22, Tesla V100-SXM2-16GB, N/A, [Unknown Error], [GPU is lost], ENABLED\t\r\n"
+        "\n  0,GPU-aa11 ,  NVIDIA H100 80GB HBM3 ,12 MiB, 81559 MiB ,37 %,  Disabled  , "
+        "61,68.47 W,700.00 W \n\n"
+        "1, GPU-bb22, Tesla V100-SXM2-16GB, N/A, [Unknown Error], [GPU is lost], ENABLED, N/A, "
+        "[Not Supported], [Unknown Error]\t\r\n"
+        "2, GPU-cc33, Tesla T4, 0, 15360, 0, [N/A], 38, [N/A], 70.00\n"
     )
     assert parse_gpu_csv(text) == [
-        Gpu(0, "GPU-aa11", "NVIDIA H100 80GB HBM3", 12, 81559, 37, False),
+        Gpu(0, "GPU-aa11", "NVIDIA H100 80GB HBM3", 12, 81559, 37, False, 61, 68.47, 700.0),
         Gpu(1, "GPU-bb22", "Tesla V100-SXM2-16GB", None, None, None, True),
+        Gpu(2, "GPU-cc33", "Tesla T4", 0, 15360, 0, None, 38, None, 70.0),
     ]
 
 
@@ -291,7 +346,9 @@ def test_process_names_may_contain_commas() -> None:
     [
         "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.",
         "0, GPU-aa11, NVIDIA H100 80GB HBM3, 0, 81559",
-        "x, GPU-aa11, NVIDIA H100 80GB HBM3, 0, 81559, 0, Disabled",
+        "x, GPU-aa11, NVIDIA H100 80GB HBM3, 0, 81559, 0, Disabled, 30, 69.35, 700.00",
+        # The basic query's answer, where the one with temperature and power was asked.
+        "0, GPU-aa11, NVIDIA H100 80GB HBM3, 0, 81559, 0, Disabled",
     ],
 )
 def test_unreadable_gpu_output_is_refused_quoting_the_line(line: str) -> None:
@@ -318,28 +375,39 @@ gpus = st.builds(
     memory_total_mib=st.none() | st.integers(min_value=0, max_value=200_000),
     utilization_pct=st.none() | st.integers(min_value=0, max_value=100),
     mig=st.none() | st.booleans(),
+    temperature_c=st.none() | st.integers(min_value=0, max_value=120),
+    # nvidia-smi prints watts with two decimals.
+    power_draw_w=st.none() | st.integers(min_value=0, max_value=150_000).map(lambda c: c / 100),
+    power_limit_w=st.none() | st.integers(min_value=0, max_value=150_000).map(lambda c: c / 100),
 )
 
 
 @given(
-    st.lists(gpus, max_size=8), unknown, st.sampled_from(["\n", "\r\n"]), st.sampled_from([", ", ",", " , "])
+    st.lists(gpus, max_size=8),
+    unknown,
+    st.sampled_from(["\n", "\r\n"]),
+    st.sampled_from([", ", ",", " , "]),
+    st.booleans(),
 )
 def test_any_gpu_list_written_as_nvidia_smi_csv_parses_back(
-    listed: list[Gpu], na: str, newline: str, comma: str
+    listed: list[Gpu], na: str, newline: str, comma: str, sensors: bool
 ) -> None:
-    def cell(value: int | None) -> str:
-        return na if value is None else str(value)
+    def cell(value: float | None, decimals: int = 0) -> str:
+        return na if value is None else f"{value:.{decimals}f}"
 
+    if not sensors:
+        listed = [replace(g, temperature_c=None, power_draw_w=None, power_limit_w=None) for g in listed]
     mig = {True: "Enabled", False: "Disabled", None: "[N/A]"}
     text = "".join(
         comma.join(
             [str(g.index), g.uuid, g.name, cell(g.memory_used_mib), cell(g.memory_total_mib)]
             + [cell(g.utilization_pct), mig[g.mig]]
+            + [cell(g.temperature_c), cell(g.power_draw_w, 2), cell(g.power_limit_w, 2)] * sensors
         )
         + newline
         for g in listed
     )
-    assert parse_gpu_csv(text) == listed
+    assert parse_gpu_csv(text, sensors=sensors) == listed
 
 
 # --- reading an inventory through a runner -----------------------------------------------------
@@ -356,6 +424,42 @@ def test_inventory_is_read_with_exactly_the_two_documented_queries() -> None:
     assert calls == [QUERY_GPU_ARGS, QUERY_APPS_ARGS]
     assert len(inventory.gpus) == 4
     assert len(inventory.processes) == 2
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        'nvidia-smi on gpu1 failed (exit 2): Field "temperature.gpu" is not a valid field to query.',
+        # How tests/fakes/nvidia-smi refused the query before it knew temperature and power.
+        "nvidia-smi failed (exit 2): Invalid combination of input arguments. "
+        "Please run 'nvidia-smi -h' for help.",
+    ],
+)
+def test_a_tool_refusing_the_sensor_fields_is_asked_again_without_them(refusal: str) -> None:
+    calls: list[list[str]] = []
+
+    def old_tool(args: list[str]) -> str:
+        calls.append(args)
+        if args == QUERY_GPU_ARGS:
+            raise DevboxError(refusal, "check that the NVIDIA driver is loaded")
+        return fixture("h100-4x.gpus-basic.txt" if args == BASIC_QUERY_GPU_ARGS else "h100-4x.apps.txt")
+
+    inventory = read_inventory(old_tool)
+    assert calls == [QUERY_GPU_ARGS, BASIC_QUERY_GPU_ARGS, QUERY_APPS_ARGS]
+    assert inventory.gpus == tuple(parse_gpu_csv(fixture("h100-4x.gpus-basic.txt"), sensors=False))
+    assert {g.temperature_c for g in inventory.gpus} == {None}
+
+
+def test_a_failing_driver_is_not_asked_a_second_time() -> None:
+    calls: list[list[str]] = []
+
+    def broken(args: list[str]) -> str:
+        calls.append(args)
+        raise DevboxError("nvidia-smi failed (exit 9): NVIDIA-SMI has failed because it couldn't communicate")
+
+    with pytest.raises(DevboxError, match="couldn't communicate"):
+        read_inventory(broken)
+    assert calls == [QUERY_GPU_ARGS]
 
 
 def test_host_without_nvidia_smi_is_reported_as_having_no_driver() -> None:
@@ -419,6 +523,37 @@ def test_fake_gpu_count_follows_the_environment(monkeypatch: pytest.MonkeyPatch,
     assert len({g.uuid for g in inventory.gpus}) == count
     assert all(UUID_FORMAT.fullmatch(g.uuid) for g in inventory.gpus)
     assert {p.gpu_uuid for p in inventory.processes} <= {g.uuid for g in inventory.gpus}
+
+
+def test_fake_reports_temperature_and_power_in_nvidia_smi_csv_format() -> None:
+    done = run_fake(*QUERY_GPU_ARGS[1:])
+    assert done.returncode == 0
+    assert done.stdout.splitlines()[0].endswith(", Disabled, 61, 612.47, 700.00")
+    gpus_read = parse_gpu_csv(done.stdout)
+    assert [(g.temperature_c, g.power_draw_w, g.power_limit_w) for g in gpus_read[:3]] == [
+        (61, 612.47, 700.0),
+        (31, 71.08, 700.0),
+        (48, 301.26, 700.0),
+    ]
+
+
+def test_fake_still_answers_the_basic_query() -> None:
+    done = run_fake(*BASIC_QUERY_GPU_ARGS[1:])
+    assert done.returncode == 0
+    assert [g.index for g in parse_gpu_csv(done.stdout, sensors=False)] == [0, 1, 2, 3]
+
+
+def test_fake_without_sensors_refuses_their_fields_like_nvidia_smi_and_devbox_reads_it_anyway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    done = run_fake(*QUERY_GPU_ARGS[1:], FAKE_NVIDIA_SMI_SENSORS="0")
+    assert (done.returncode, done.stdout) == (2, 'Field "temperature.gpu" is not a valid field to query.\n\n')
+    monkeypatch.setenv("FAKE_NVIDIA_SMI_SENSORS", "0")
+    inventory = read_inventory(fake_runner)
+    assert inventory.indices() == (0, 1, 2, 3)
+    sensors = {(g.temperature_c, g.power_draw_w, g.power_limit_w) for g in inventory.gpus}
+    assert sensors == {(None, None, None)}
+    assert gpu_rows(inventory, {})[0].memory == "42379 / 81559 MiB"
 
 
 def test_fake_with_unloaded_driver_fails_the_inventory_naming_the_driver(
@@ -673,6 +808,8 @@ def test_gpu_rows_are_ready_for_a_table(monkeypatch: pytest.MonkeyPatch) -> None
         name="NVIDIA H100 80GB HBM3",
         memory="42379 / 81559 MiB",
         util="97 %",
+        temperature="61 °C",
+        power="612 / 700 W",
         mig="off",
         holder="bob/train",
         pids="48121",
@@ -695,13 +832,34 @@ def test_gpu_rows_show_unknown_figures_plainly() -> None:
     assert gpu_rows(Inventory((blank,)), {})[0].memory == "n/a"
 
 
+def test_gpu_rows_show_temperature_and_power_where_reported() -> None:
+    (laptop,) = gpu_rows(fixture_inventory("rtx3060-laptop"), {})
+    assert (laptop.temperature, laptop.power) == ("46 °C", "n/a")
+    (rtx,) = gpu_rows(fixture_inventory("rtx4090-windows"), {})
+    assert (rtx.temperature, rtx.power) == ("47 °C", "31 / 450 W")
+    draw_only = Gpu(0, "GPU-aa11", "Tesla T4", 0, 15360, 0, None, None, 27.9, None)
+    limit_only = replace(draw_only, power_draw_w=None, power_limit_w=70.0)
+    rows = gpu_rows(Inventory((draw_only, limit_only)), {})
+    assert [(r.temperature, r.power) for r in rows] == [("n/a", "28 W"), ("n/a", "? / 70 W")]
+
+
 def test_inventory_json_keeps_raw_numbers_holders_and_processes() -> None:
     document = inventory_to_json(fixture_inventory("a100-sxm4-8x-mig"), {"7": "bob/tgi"})
     gpus_json = json.loads(json.dumps(document))["gpus"]
     assert gpus_json[4]["memory_used_mib"] is None
+    assert (gpus_json[4]["temperature_c"], gpus_json[4]["power_draw_w"], gpus_json[4]["power_limit_w"]) == (
+        41,
+        87.15,
+        400.0,
+    )
     assert gpus_json[4]["mig"] is True
     assert gpus_json[4]["holder"] is None
     assert gpus_json[7]["holder"] == "bob/tgi"
     assert gpus_json[7]["processes"] == [
         {"pid": 1187734, "process_name": "/usr/local/bin/text-generation-launcher", "used_memory_mib": 31866}
     ]
+
+
+def test_inventory_json_has_null_temperature_and_power_where_not_reported() -> None:
+    (laptop,) = inventory_to_json(fixture_inventory("rtx3060-laptop"), {})["gpus"]  # type: ignore[misc]
+    assert (laptop["temperature_c"], laptop["power_draw_w"], laptop["power_limit_w"]) == (46, None, None)

@@ -76,6 +76,52 @@ def test_gpu_panel_names_holders_and_flags_processes_outside_boxes_and_in_the_wr
     assert "GPU 1 pid 22 python3: ana/train does not hold this GPU" in text
 
 
+def _sensor_view(*cards: gpus.Gpu) -> HostView:
+    report = allocation.GpuReport(gpus.Inventory(cards), {"0": "ana/train"}, {}, None)
+    return HostView(LOCAL_HOST, "ana", (), gpus=report, taken_at=time.time())
+
+
+def test_gpu_panel_shows_temperature_and_power_in_columns_that_line_up() -> None:
+    view = _sensor_view(
+        gpus.Gpu(0, "GPU-aaaa", H100, 40960, 81920, 97, False, 61, 612.47, 700.0),
+        gpus.Gpu(1, "GPU-bbbb", H100, 0, 81920, 0, False, 31, 71.08, 700.0),
+    )
+    lines = render.gpu_panel([view]).plain.splitlines()
+    assert lines[1] == " 0 █████░░░░░ 40/80G   97% 61°C 612/700W ana/train"
+    assert lines[2] == " 1 ░░░░░░░░░░ 0/80G     0% 31°C  71/700W free"
+    # Short enough that at 80 columns (a 26-column panel) the wrapped rest still fits one line.
+    assert len("61°C 612/700W ana/train") <= 26
+
+
+def test_gpu_panel_leaves_out_what_no_gpu_of_the_host_reports() -> None:
+    laptop = gpus.Gpu(0, "GPU-aaaa", "NVIDIA GeForce RTX 3060 Laptop GPU", 1203, 6144, 12, None, 46)
+    assert render.gpu_panel([_sensor_view(laptop)]).plain.splitlines()[1] == (
+        " 0 ██░░░░░░░░ 1/6G     12% 46°C ana/train"
+    )
+    old_driver = gpus.Gpu(0, "GPU-aaaa", H100, 40960, 81920, 97, False)
+    assert render.gpu_panel([_sensor_view(old_driver)]).plain.splitlines()[1] == (
+        " 0 █████░░░░░ 40/80G   97% ana/train"
+    )
+
+
+def test_gpu_panel_pads_a_gpu_missing_a_figure_and_shows_partial_power() -> None:
+    view = _sensor_view(
+        gpus.Gpu(0, "GPU-aaaa", H100, 0, 81920, 0, False, None, None, 700.0),
+        gpus.Gpu(1, "GPU-bbbb", H100, 0, 81920, 0, False, 102, 655.1, None),
+    )
+    lines = render.gpu_panel([view]).plain.splitlines()
+    assert lines[1].endswith("0%       ?/700W ana/train")
+    assert lines[2].endswith("0% 102°C   655W free")
+
+
+def test_a_hot_gpu_reads_red() -> None:
+    hot = gpus.Gpu(0, "GPU-aaaa", H100, 0, 81920, 0, False, render.HOT_C, 650.0, 700.0)
+    cool = gpus.Gpu(1, "GPU-bbbb", H100, 0, 81920, 0, False, render.HOT_C - 1, 650.0, 700.0)
+    panel = render.gpu_panel([_sensor_view(hot, cool)])
+    red = {panel.plain[span.start : span.end] for span in panel.spans if "red" in str(span.style)}
+    assert red == {f"{render.HOT_C}°C"}
+
+
 def test_a_process_in_the_box_that_holds_the_gpu_is_not_flagged() -> None:
     report = _report((gpus.GpuProcess("GPU-AAAA", 11, "python", 100),), {11: "ana/train"})
     assert overview.flagged_processes(report) == []

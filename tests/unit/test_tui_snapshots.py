@@ -100,7 +100,9 @@ def frozen(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_app(theme: str = "textual-dark") -> tui_app.DevboxApp:
-    app = tui_app.DevboxApp([], interval=3600, look=fleet, read_log=_log)
+    views = {v.host.name: v for v in fleet()}
+    targets = [v.host for v in views.values()]
+    app = tui_app.DevboxApp(targets, interval=3600, look=lambda h: views[h.name], read_log=_log)
     app.theme = theme
     return app
 
