@@ -7,7 +7,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../tests/env.sh"
 
 # The peer of `up`: the Dev Containers CLI, pinned, in a folder of its own (never installed globally).
-DEVCONTAINER_CLI_VERSION=0.89.0
+# 0.83.0: the newest release that still runs on Debian 12's Node.js 18 (later ones need 20).
+DEVCONTAINER_CLI_VERSION=0.83.0
 DEVCONTAINERS="$OPT/devcontainers"
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     log "installing nodejs and npm"
@@ -15,8 +16,8 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 fi
 node_major=$(node -p 'process.versions.node.split(".")[0]')
-if ((node_major < 20)); then
-    echo "the Dev Containers CLI $DEVCONTAINER_CLI_VERSION needs Node.js 20 or newer; this machine has $(node --version)" >&2
+if ((node_major < 18)); then
+    echo "the Dev Containers CLI $DEVCONTAINER_CLI_VERSION needs Node.js 18 or newer; this machine has $(node --version)" >&2
     exit 2
 fi
 export DEVBOX_BENCH_DEVCONTAINER="$DEVCONTAINERS/node_modules/.bin/devcontainer"
