@@ -6,7 +6,7 @@ import contextlib
 import json
 import random
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -16,7 +16,7 @@ from devbox.allocation import RUNNING_STATES
 from devbox.engine import Engine, L, describe_error
 from devbox.errors import DevboxError, NotFoundError, UsageError
 from devbox.hosts import LOCAL, LOCAL_HOST, Host, HostResult, across
-from devbox.image import ensure_image
+from devbox.image import build_base, ensure_image, remove_builds
 from devbox.keys import known_hosts
 from devbox.keys.keypair import Identity, KeyPair, ensure_user_key, generate_ed25519, load_identity
 from devbox.spec import READY_TIMEOUT_S, BoxSpec, env_digest
@@ -58,6 +58,7 @@ class Box:
     memory: int = 0  # limits in bytes / CPUs; 0: none
     cpus: float = 0.0
     shm_size: int = 0
+    ports: tuple[str, ...] = ()  # forwarded by its ssh entry: "PORT" or "PORT:LOCAL"
 
     @property
     def isolated(self) -> bool:
@@ -90,6 +91,7 @@ class Box:
             "workdir": self.workdir,
             "volume": self.volume,
             "container": self.container,
+            "ports": list(self.ports),
         }
 
     @classmethod
@@ -114,6 +116,7 @@ class Box:
                 host=host.name,
                 jump=host.jump,
                 networks=tuple(sorted(((c.attrs.get("NetworkSettings") or {}).get("Networks") or {}).keys())),
+                ports=tuple(p for p in lb.get(L("ports"), "").split(",") if p),
                 **_runtime(c.attrs),
             )
         except (KeyError, ValueError):
@@ -242,6 +245,9 @@ def up(
     existing = engine.boxes(owner=owner, name=spec.name)
     if not existing:
         _refuse_name_elsewhere(engine, spec.name)
+    if spec.build is not None:
+        # Before comparing with an existing box: a changed Dockerfile is a changed image.
+        spec = replace(spec, image=build_base(engine, spec.build, owner, spec.name, progress))
     if existing:
         return _up_existing(engine, spec, existing[0], identity, given, ssh_config, progress, timeout)
 
@@ -271,7 +277,7 @@ def up(
                 with contextlib.suppress(Exception):
                     step()
         raise
-    include, settings, warning = _publish(box, ssh_config, identity)
+    include, settings, warning = _publish(box, ssh_config, identity, spec.ports)
     return UpResult(get_box(engine, spec.name, owner), True, include, settings, warning)
 
 
@@ -306,7 +312,8 @@ def _up_existing(
         progress(f"Starting {spec.name}")
         allocation.start_checked(engine, container, share=spec.share_gpus, progress=progress)
     _wait_ready(engine, box, identity, timeout)
-    include, settings, warning = _publish(box, ssh_config, identity)
+    # Ports asked for now replace the ones it was made with (they live in the ssh entry only).
+    include, settings, warning = _publish(box, ssh_config, identity, spec.ports or None)
     return UpResult(get_box(engine, spec.name), False, include, settings, warning)
 
 
@@ -461,6 +468,7 @@ def _create_args(
         # The ssh alias it is published under: `rm` cleans that one up even if DEVBOX_HOST_PREFIX
         # (or config.yaml's alias_prefix) has changed since.
         L("alias"): sshconfig.host_alias(spec.name),
+        L("ports"): ",".join(spec.ports),
         L("version"): __version__,
         L("spec"): json.dumps(spec.fingerprint(), sort_keys=True),
     }
@@ -549,8 +557,11 @@ def _log_tail(container: Container, lines: int = 5) -> str:
 # ---------------------------------------------------------------- ssh config and VS Code
 
 
-def ssh_entry(box: Box, identity: Identity | None = None) -> sshconfig.HostEntry:
-    """The OpenSSH block for `box`: its port, user, key and pinned known_hosts."""
+def ssh_entry(
+    box: Box, identity: Identity | None = None, ports: tuple[str, ...] | None = None
+) -> sshconfig.HostEntry:
+    """The OpenSSH block for `box`: its port, user, key, pinned known_hosts and port forwards
+    (`ports`; by default those its entry has now, else those it was made with)."""
     return sshconfig.HostEntry(
         alias=box.alias,
         port=box.port,
@@ -558,16 +569,27 @@ def ssh_entry(box: Box, identity: Identity | None = None) -> sshconfig.HostEntry
         identity_file=(identity or identity_of(box)).private_path,
         known_hosts=paths.known_hosts_path(),
         proxy_jump=box.jump,
+        forwards=forwards_of(box) if ports is None else ports,
     )
 
 
+def forwards_of(box: Box) -> tuple[str, ...]:
+    """The ports the box's ssh entry forwards: a later `up --port` may have changed them since
+    the box was made (they are not part of the container)."""
+    with contextlib.suppress(DevboxError):
+        for entry in sshconfig.read_entries():
+            if entry.alias == box.alias and entry.port == box.port and entry.proxy_jump == box.jump:
+                return entry.forwards
+    return box.ports
+
+
 def _publish(
-    box: Box, ssh_config: Path | None, identity: Identity
+    box: Box, ssh_config: Path | None, identity: Identity, ports: tuple[str, ...] | None = None
 ) -> tuple[sshconfig.IncludeResult | None, vscode.SettingsResult | None, str | None]:
     """Write the box's ssh entry and VS Code hint. The box is up by now: a failure here is a
     warning with the fix, never an error that leaves a running box behind a non-zero exit."""
     try:
-        include = sshconfig.upsert(ssh_entry(box, identity), user_config=ssh_config)
+        include = sshconfig.upsert(ssh_entry(box, identity, ports), user_config=ssh_config)
     except DevboxError as exc:
         return (
             None,
@@ -696,6 +718,7 @@ def rm(engine: Engine, name: str, *, purge: bool = False, ssh_config: Path | Non
             if vscode.settings_path().parent.is_dir():
                 vscode.remove_remote_platform(alias)
     if purge:
+        remove_builds(engine, engine.owner, name)
         try:
             engine.client.volumes.get(volume).remove(force=True)
         except docker.errors.NotFound:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from devbox.jobs import Job
     from devbox.keys.keypair import Identity
     from devbox.project import Project, ProjectJob
+    from devbox.record import Record
 
 
 def _console(stderr: bool = False):
@@ -135,6 +136,22 @@ def cli() -> None:
 @click.option("--mount", "mounts", multiple=True, metavar="SRC:DST[:ro|rw]", help="Bind-mount a host path.")
 @click.option("--env", "envs", multiple=True, metavar="K=V", help="Environment variable for the box.")
 @click.option(
+    "--port",
+    "ports",
+    multiple=True,
+    metavar="PORT[:LOCAL]",
+    help="Forward the box's PORT to this machine's 127.0.0.1:LOCAL while ssh/VS Code is connected.",
+)
+@click.option(
+    "--build",
+    "build_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Build this Dockerfile on the box's host and use it as the image.",
+)
+@click.option("--build-context", type=click.Path(file_okay=False), default=None, help="[default: its folder]")
+@click.option("--build-arg", "build_args", multiple=True, metavar="K=V", help="A build argument.")
+@click.option(
     "--shm-size", default=DEFAULT_SHM, show_default=True, help="/dev/shm size (DataLoader workers need it)."
 )
 @click.option("--memory", default=None, help="Memory limit, e.g. 64g.")
@@ -148,6 +165,14 @@ def cli() -> None:
     help="Your private key to log in with [default: devbox's own ed25519 key].",
 )
 @click.option("--keep-on-failure", is_flag=True, help="Leave a box that failed to start, for debugging.")
+@click.option(
+    "--from",
+    "from_record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Recreate a box from a `devbox record` file: its image digest and options (flags win).",
+)
 @click.option(
     "--host",
     "host",
@@ -168,6 +193,10 @@ def up(
     share_gpus: bool,
     mounts: tuple[str, ...],
     envs: tuple[str, ...],
+    ports: tuple[str, ...],
+    build_file: str | None,
+    build_context: str | None,
+    build_args: tuple[str, ...],
     shm_size: str,
     memory: str | None,
     cpus: float | None,
@@ -175,19 +204,21 @@ def up(
     no_sudo: bool,
     identity: str | None,
     keep_on_failure: bool,
+    from_record: Path | None,
     host: str | None,
     timeout: float,
     ssh_config: Path | None,
 ) -> None:
     """Create (or start) a box and wait until you can log in.
 
-    With no NAME, a devbox.yaml in this directory or above describes the box (flags override it);
-    without one, NAME is this directory's name.
+    With no NAME, a devbox.yaml in this directory or above describes the box (flags override it),
+    else a .devcontainer/devcontainer.json; without either, NAME is this directory's name.
+    With --from FILE, `devbox record`'s FILE describes it (NAME: the recorded box's, unless given).
     """
-    from devbox import boxes, hosts, project, spec
+    from devbox import boxes, hosts, project, record, spec
 
-    path = project.find() if name is None else None
-    proj = project.load(path) if path else None
+    rec = record.load(from_record) if from_record else None
+    proj = _project_file() if name is None and rec is None else None
     values = {
         "name": name,
         "host": host,
@@ -197,6 +228,8 @@ def up(
         "share_gpus": share_gpus,
         "mounts": mounts,
         "envs": envs,
+        "ports": ports,
+        "build": spec.Build.checked(build_file, build_context, build_args) if build_file else None,
         "shm_size": shm_size,
         "memory": memory,
         "cpus": cpus,
@@ -204,6 +237,8 @@ def up(
         "sudo": not no_sudo,
     }
     from_file = _from_project(ctx, proj) if proj else {}
+    if rec is not None:
+        from_file = _not_typed(ctx, record.spec_flags(rec))
     values.update(from_file)
     host = values.pop("host")
     make_spec = partial(spec.from_flags, **values)
@@ -225,9 +260,7 @@ def up(
     with err.status(f"Bringing up {box_name}…") as status:
 
         def progress(line: str) -> None:
-            if line.startswith(
-                ("Step ", "Building the devbox layer", "devbox:", "Keeping", "Trying", "Waiting")
-            ):
+            if line.startswith(("Step ", "Building ", "devbox:", "Keeping", "Trying", "Waiting")):
                 err.print(f"[dim]{escape(line)}[/dim]")
             status.update(f"{box_name}: {escape(line[:100])}")
 
@@ -250,6 +283,8 @@ def up(
 
             engine = Engine.connect(target, ssh_config=ssh_config)
             facts = engine.facts()
+            if rec is not None and "image" in from_file:
+                record.require_image(rec, engine, from_record)  # type: ignore[arg-type]
             if proj and not engine.is_local:
                 project.check_sources(proj, facts)
             result = boxes.up(
@@ -260,6 +295,9 @@ def up(
                 **options,  # type: ignore[arg-type]
             )
     _report_up(result)
+    if rec is not None:
+        _warn_record_differences(rec, result.box, ssh_config)
+    _warn_busy_ports(result.box)
     if proj and proj.setup and result.created:
         _run_setup(result.box, proj, ssh_config)
 
@@ -267,14 +305,58 @@ def up(
 def _from_project(ctx: click.Context, proj: Project) -> dict[str, object]:
     """The file's values for every `up` option not typed on the command line (flags win; the file
     wins over environment variables and defaults: it is the more specific of the two)."""
+    return _not_typed(ctx, proj.options)
+
+
+def _not_typed(ctx: click.Context, options: dict[str, object]) -> dict[str, object]:
+    """`options` (a devbox.yaml's or a record's) less those typed on the command line."""
     from click.core import ParameterSource
 
     typed = {p for p in ctx.params if ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE}
     if typed & {"gpus_text", "gpu_count"}:
         typed |= {"gpus_text", "gpu_count"}  # --gpus replaces the file's gpu_count, and the other way round
+    if typed & {"image", "build_file"}:
+        typed |= {"image", "build"}  # --image or --build replaces the file's image and build
     if "no_sudo" in typed:
         typed.add("sudo")
-    return {k: v for k, v in proj.options.items() if k not in typed}
+    return {k: v for k, v in options.items() if k not in typed}
+
+
+def _warn_record_differences(rec: Record, box: Box, ssh_config: Path | None) -> None:
+    """What differs where the box was recreated from where it was recorded (driver, GPU model)."""
+    from devbox import record
+
+    for line in record.diff(rec, _engine(box.host, ssh_config=ssh_config), box):
+        _console(stderr=True).print(f"[yellow]warning: {escape(line)}[/yellow]")
+
+
+def _warn_busy_ports(box: Box) -> None:
+    from devbox import boxes, forward
+
+    for local in forward.busy(boxes.forwards_of(box)):
+        other = forward.free_port_near(local)
+        _console(stderr=True).print(
+            f"[yellow]warning: port {local} on this machine is in use: ssh cannot forward it "
+            f"while it is; free it, or `devbox up {escape(box.name)} --port PORT:{other}`[/yellow]"
+        )
+
+
+def _project_file() -> Project | None:
+    """The nearest devbox.yaml, else the nearest devcontainer.json (what it asks that devbox does
+    not do is said in one warning line), else None."""
+    from devbox import devcontainer, project
+
+    path = project.find()
+    if path is not None:
+        return project.load(path)
+    path = devcontainer.find()
+    if path is None:
+        return None
+    proj, warnings = devcontainer.load(path)
+    line = devcontainer.not_applied_line(warnings)
+    if line:
+        _console(stderr=True).print(f"[yellow]warning: {escape(line)}[/yellow]")
+    return proj
 
 
 def _run_setup(box: Box, proj: Project, ssh_config: Path | None) -> None:
@@ -303,6 +385,8 @@ def _write_stderr(chunk: bytes) -> None:
 # only what the user actually typed, so `devbox up NAME` alone always means "start it".
 _FINGERPRINT_OF = {
     "image": "image",
+    "build_file": "image",
+    "build": "image",
     "gpus_text": "gpus",
     "gpu_count": "gpus",
     "mounts": "mounts",
@@ -409,6 +493,30 @@ def _exec(argv: list[str]) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp(argv[0], argv)
+
+
+@cli.command(short_help="Forward a box's port to this machine until Ctrl-C.")
+@click.argument("name")
+@click.argument("port", metavar="PORT[:LOCAL]")
+@_host_opt
+@_ssh_config_opt
+def forward(name: str, port: str, host: str | None, ssh_config: Path | None) -> None:
+    """Forward the box's PORT to 127.0.0.1:LOCAL here (LOCAL: the same number unless given), over
+    the box's ssh connection, until Ctrl-C. Ports asked for at `up` (--port) need no command."""
+    from devbox import boxes
+    from devbox import forward as forwards
+
+    box = boxes.get_box(_engine(host, box=name, ssh_config=ssh_config), name)
+    if not box.running:
+        raise DevboxError(f"box {name!r} is {box.status}", f"start it with `devbox start {name}`")
+    fwd = forwards.plan(box.alias, name, port)
+
+    def ready() -> None:
+        _console(stderr=True).print(
+            f"Forwarding http://127.0.0.1:{fwd.local} → {escape(name)}:{fwd.port} (Ctrl-C ends it)"
+        )
+
+    forwards.hold(fwd, ssh_config, ready)
 
 
 @cli.command(help="Stop a box (its GPUs become free; files in home stay).")
@@ -618,6 +726,39 @@ def _exit_like(job: Job) -> NoReturn:
     if job.exit_status != 0:
         _console(stderr=True).print(f"[dim]job {job.name}: {job.describe()}[/dim]")
     sys.exit(job.exit_status)
+
+
+@cli.command("record", short_help="Write what makes a box's runs reproducible to a file.")
+@click.argument("box_name", metavar="BOX")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE",
+    help="Where to write it [default: BOX.devbox-record.yaml here].",
+)
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@_host_opt
+def record_cmd(box_name: str, output: Path | None, force: bool, host: str | None) -> None:
+    """Record a running box: base image digest and devbox layer, GPU models, driver and CUDA
+    versions, its options, and its Python packages (pip freeze, conda). `devbox up --from FILE`
+    recreates the box from it on any host."""
+    from devbox import record
+
+    path = output or record.default_path(box_name)
+    record.check_writable(path, force)
+    engine, box = _running_box(box_name, host)
+    taken = record.take(engine, box)
+    record.write(taken, path, overwrite=force)
+    for note in record.notes(taken):
+        _console(stderr=True).print(f"[yellow]note: {escape(note)}[/yellow]")
+    pip = "no" if taken.packages.pip is None else str(len(taken.packages.pip))
+    where = escape(str(path))
+    _console().print(
+        f"Wrote {where}: {box.name} on {escape(taken.machine)}, image {escape(taken.image.pinned)}, "
+        f"{pip} pip packages; `devbox up --from {where}` recreates it"
+    )
 
 
 @cli.command("jobs", short_help="A box's jobs: state, exit code, duration, last line.")

@@ -363,6 +363,27 @@ def _first_line(text: str | None) -> str:
     return lines[0] if lines else ""
 
 
+# Plain `nvidia-smi` prints a table whose header names the driver and the newest CUDA version it
+# supports; no --query-gpu field gives the CUDA version.
+TABLE_ARGS = ["nvidia-smi"]
+_DRIVER_VERSION = re.compile(r"Driver Version:\s*([0-9][0-9A-Za-z.-]*)")
+_CUDA_VERSION = re.compile(r"CUDA Version:\s*([0-9][0-9.]*)")
+
+
+def parse_versions(table: str) -> tuple[str, str]:
+    """(driver version, CUDA version) from plain nvidia-smi's header; "" for one it does not show."""
+    driver, cuda = _DRIVER_VERSION.search(table), _CUDA_VERSION.search(table)
+    return (driver[1] if driver else "", cuda[1] if cuda else "")
+
+
+def read_versions(run: Runner) -> tuple[str, str]:
+    """The host's driver and CUDA versions; ("", "") where nvidia-smi is missing or fails."""
+    try:
+        return parse_versions(run(list(TABLE_ARGS)))
+    except (FileNotFoundError, DevboxError):
+        return "", ""
+
+
 # --- resolution and allocation ----------------------------------------------------------------
 
 

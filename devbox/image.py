@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -15,9 +16,11 @@ from pathlib import Path
 from devbox import __version__, paths, terminal
 from devbox.engine import LABEL_PREFIX, Engine, describe_error
 from devbox.errors import DevboxError, UsageError
+from devbox.spec import Build
 
 LAYER_FILES = ("Dockerfile", "install.sh", "entrypoint.sh")
 IMAGE_REPO = "devbox-layer"
+BUILD_REPO = "devbox-build"  # base images built from a project's Dockerfile
 
 Progress = Callable[[str], None]
 
@@ -158,3 +161,69 @@ def _build_failure(base: str, error: str, log: list[str]) -> str:
     return f"building the devbox layer on {base} failed: {detail}" + (
         f" (last output: {tail})" if tail else ""
     )
+
+
+# ---------------------------------------------------------------- a project's own Dockerfile
+
+
+def build_repo(owner: str, name: str) -> str:
+    return f"{BUILD_REPO}/{owner}-{name}".lower()
+
+
+def build_base(engine: Engine, build: Build, owner: str, name: str, progress: Progress) -> str:
+    """Build the project's Dockerfile on the box's engine (the context is sent from here, as
+    `docker build` does) and return the tag it got: `devbox-build/OWNER-NAME:ID`, the ID part
+    changing with what was built, so a changed Dockerfile shows as a changed image."""
+    import docker
+
+    where = os.path.relpath(build.dockerfile, build.context)
+    progress(f"Building {where} on {engine.host.name}")
+    repo = build_repo(owner, name)
+    log: list[str] = []
+    image_id = ""
+    try:
+        stream = engine.client.api.build(
+            path=build.context,
+            dockerfile=build.dockerfile,
+            tag=f"{repo}:latest",
+            buildargs={**build_proxies(), **dict(a.split("=", 1) for a in build.args)},
+            labels={f"{LABEL_PREFIX}built-for": f"{owner}/{name}"},
+            rm=True,
+            forcerm=True,
+            decode=True,
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                raise DevboxError(_user_build_failure(where, _plain(chunk["error"]), log))
+            image_id = (chunk.get("aux") or {}).get("ID", image_id)
+            for line in _plain(chunk.get("stream", "")).splitlines():
+                if line.strip():
+                    log.append(line.rstrip())
+                    progress(line.rstrip())
+        image_id = image_id or engine.client.images.get(f"{repo}:latest").id
+        tag = image_id.removeprefix("sha256:")[:12]
+        engine.client.api.tag(image_id, repo, tag)
+    except docker.errors.DockerException as exc:
+        raise DevboxError(_user_build_failure(where, describe_error(exc), log)) from None
+    except OSError as exc:  # the context could not be read here (permissions, a vanished file)
+        raise DevboxError(
+            f"cannot send the build context {build.context}: {exc.strerror or exc}",
+            "check that you can read every file in it, or list what to leave out in .dockerignore",
+        ) from None
+    return f"{repo}:{tag}"
+
+
+def _user_build_failure(where: str, error: str, log: list[str]) -> str:
+    tail = " | ".join(log[-3:])
+    return f"building {where} failed: {' '.join(error.split())}" + (f" (last output: {tail})" if tail else "")
+
+
+def remove_builds(engine: Engine, owner: str, name: str) -> None:
+    """Untag what `build_base` made for this box (`rm --purge`); images still in use stay."""
+    import docker
+
+    for img in engine.client.images.list(name=build_repo(owner, name)):
+        for tag in img.tags:
+            if tag.startswith(build_repo(owner, name) + ":"):
+                with contextlib.suppress(docker.errors.APIError):
+                    engine.client.images.remove(tag, noprune=False)

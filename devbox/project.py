@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from devbox.errors import UsageError
 
@@ -24,11 +24,17 @@ STARTER = """\
 name: {name}
 # host: gpu1              # a host from `devbox host ls`, `local`, or `auto`
 image: ubuntu:24.04
+# build:                  # instead of image: a Dockerfile, built on the box's host
+#   dockerfile: Dockerfile  # relative to this file (or just `build: Dockerfile`)
+#   context: .              # default: the Dockerfile's folder
+#   args: {{TORCH_VERSION: "2.4.1"}}
 gpu_count: 1              # or: gpus: 0,1 | all | none
 # mounts:                 # relative sources are relative to this file
 #   - ./data:/workspace/data:ro
 # env:
 #   WANDB_PROJECT: {name}
+# ports: [8888, 6006]     # forwarded to this machine while `ssh devbox-NAME` is connected;
+#                         # "6006:16006": the box's 6006 on this machine's 16006
 # shm_size: 16g
 # memory: 64g
 # cpus: 8
@@ -103,7 +109,7 @@ def load(path: Path) -> Project:
     except (OSError, UnicodeDecodeError) as exc:
         raise ProjectError(f"cannot read {path}: {exc}", "fix the file or its permissions") from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -125,8 +131,66 @@ def load(path: Path) -> Project:
             close = difflib.get_close_matches(key, _READERS, n=1)
             hint = f"did you mean {close[0]!r}?" if close else _KEYS_HINT
             raise project.error(key, "unknown key", hint)
-        _READERS[key](project, key, value_node)
+        try:
+            _READERS[key](project, key, value_node)
+        except _Unreadable as exc:
+            raise ProjectError(
+                f"{path}:{exc.node.start_mark.line + 1}: {key}: {exc}", "remove the tag, or fix the value"
+            ) from None
+    _one_of(project, "image", "build")
     return project
+
+
+# Far deeper than any devbox.yaml, and shallow enough that composing and constructing (both
+# recursive in PyYAML) stay well inside Python's recursion limit.
+_MAX_DEPTH = 50
+
+
+def _loader() -> type:
+    """SafeLoader refusing what would make reading a value recurse without end: nesting deeper than
+    _MAX_DEPTH (aliases included: each one repeats its anchor's levels) and an alias inside its own
+    anchor. Either is a YAML error at the line it happens."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self.depth = 0
+            self.heights: dict[int, int] = {}  # id(node) → its levels, itself included; once composed
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor) if isinstance(event, yaml.AliasEvent) else None
+            if target is not None and id(target) not in self.heights:
+                self._refuse("an alias inside its own anchor", event.start_mark)
+            height = self.heights[id(target)] if target is not None else 1
+            if self.depth + height > _MAX_DEPTH:
+                self._refuse(f"nested more than {_MAX_DEPTH} levels deep", event.start_mark)
+            self.depth += 1
+            try:
+                node = super().compose_node(parent, index)
+            finally:
+                self.depth -= 1
+            if id(node) not in self.heights:
+                children = node.value if isinstance(node, yaml.CollectionNode) else []
+                flat = [n for c in children for n in (c if isinstance(c, tuple) else (c,))]
+                self.heights[id(node)] = 1 + max((self.heights[id(n)] for n in flat), default=0)
+            return node
+
+        def _refuse(self, problem: str, mark: Any) -> NoReturn:
+            raise yaml.composer.ComposerError(None, None, problem, mark)
+
+    return Loader
+
+
+def _one_of(project: Project, *keys: str) -> None:
+    """At most one of `keys`; the error is at the later one and names the other."""
+    given = sorted((project.lines[k], k) for k in keys if k in project.lines)
+    if len(given) > 1:
+        (first_line, first), (_, later) = given[:2]
+        raise project.error(
+            later, f"both {first} (line {first_line}) and {later} are given", "keep one or the other"
+        )
 
 
 def _pairs(project: Project, node: Any, what: str) -> list[tuple[Any, Any]]:
@@ -150,10 +214,51 @@ def _pairs(project: Project, node: Any, what: str) -> list[tuple[Any, Any]]:
     return list(node.value)
 
 
+class _Unreadable(Exception):
+    """A value YAML cannot construct (`!!int abc`, an unknown tag); load names its line and key."""
+
+    def __init__(self, node: Any) -> None:
+        import yaml
+
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        if isinstance(node, yaml.ScalarNode):
+            text = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+            super().__init__(f"cannot read {text!r} as {tag}")
+        else:
+            super().__init__(f"cannot read this {_kind(node).removeprefix('a ')} as {tag}")
+        self.node = node
+
+
 def _plain(node: Any) -> Any:
     import yaml
 
+    try:
+        return _construct(node)
+    # PyYAML's constructors raise what their own parsing raises: int() and float()'s ValueError,
+    # and an AttributeError from `!!timestamp x`, where its pattern does not match.
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError):
+        raise _Unreadable(_culprit(node)) from None
+
+
+def _construct(node: Any) -> Any:
+    import yaml
+
     return yaml.SafeLoader("").construct_object(node, deep=True)
+
+
+def _culprit(node: Any) -> Any:
+    """The first scalar in `node` that cannot be constructed alone, for its line; else `node`."""
+    import yaml
+
+    if isinstance(node, yaml.ScalarNode):
+        return node
+    children = node.value if isinstance(node, yaml.SequenceNode) else [n for kv in node.value for n in kv]
+    for child in children:
+        try:
+            _construct(child)
+        except (yaml.YAMLError, ValueError, TypeError, AttributeError, OverflowError):
+            return _culprit(child)
+    return node
 
 
 def _scalar(project: Project, key: str, node: Any, kinds: tuple[type, ...], what: str) -> Any:
@@ -161,7 +266,9 @@ def _scalar(project: Project, key: str, node: Any, kinds: tuple[type, ...], what
 
     value = _plain(node) if isinstance(node, yaml.ScalarNode) else node
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        raise project.error(key, f"must be {what}, not {_kind(value)}")
+        sub = key.partition(".")[2]
+        named = f"{sub} " if sub and not sub.isdigit() else ""  # build.args.A names args.A; mounts.2 no index
+        raise project.error(key, f"{named}must be {what}, not {_kind(value)}")
     return value
 
 
@@ -181,6 +288,8 @@ def _check(project: Project, key: str, check: Callable[[], Any]) -> Any:
     """Run one of spec's own checks; its message gets the file, line and key."""
     try:
         return check()
+    except ProjectError:
+        raise  # already names the file and line: a value of the wrong kind read inside the check
     except UsageError as exc:
         raise project.error(key, exc.message, exc.hint or "") from None
 
@@ -251,7 +360,11 @@ def _read_cpus(project: Project, key: str, node: Any) -> None:
     from devbox.spec import parse_cpus
 
     value = _scalar(project, key, node, (int, float), "a number of CPUs")
-    project.values["cpus"] = _check(project, key, lambda: parse_cpus(float(value)))
+    try:
+        cpus = float(value)
+    except OverflowError:  # an int with hundreds of digits
+        raise project.error(key, "is far more CPUs than any machine has", "e.g. cpus: 8") from None
+    project.values["cpus"] = _check(project, key, lambda: parse_cpus(cpus))
 
 
 def _read_workdir(project: Project, key: str, node: Any) -> None:
@@ -293,6 +406,11 @@ def _read_mounts(project: Project, key: str, node: Any) -> None:
     project.values["mounts"] = tuple(mounts)
 
 
+def _as_text(node: Any, value: Any) -> str:
+    """A scalar as the text the user means: as written (CUDA: 12.10 is not 12.1), or true/false."""
+    return str(value).lower() if isinstance(value, bool) else node.value
+
+
 def _read_env(project: Project, key: str, node: Any) -> None:
     import yaml
 
@@ -302,18 +420,117 @@ def _read_env(project: Project, key: str, node: Any) -> None:
     if isinstance(node, yaml.MappingNode):
         for k, v in _pairs(project, node, key):
             value = _plain(v)
-            if isinstance(value, (dict, list)) or v.tag == "tag:yaml.org,2002:null":
+            if not isinstance(v, yaml.ScalarNode) or value is None or isinstance(value, bytes):
                 raise ProjectError(
                     f"{project.path}:{k.start_mark.line + 1}: {key}.{k.value}: must be text or a number"
                 )
-            text = str(value).lower() if isinstance(value, bool) else str(value)
-            entries.append((f"{k.value}={text}", k.start_mark.line + 1))
+            entries.append((f"{k.value}={_as_text(v, value)}", k.start_mark.line + 1))
     else:
         entries = _list_of_text(project, key, node, "NAME=VALUE text")
     for i, (entry, line) in enumerate(entries):
         project.lines[f"env.{i}"] = line
         _check(project, f"env.{i}", lambda e=entry: parse_env(e))
     project.values["envs"] = tuple(e for e, _ in entries)
+
+
+def _read_ports(project: Project, key: str, node: Any) -> None:
+    import yaml
+
+    from devbox.spec import parse_ports
+
+    items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+    texts = []
+    for i, item in enumerate(items):
+        project.lines[f"{key}.{i}"] = item.start_mark.line + 1
+        texts.append(_port_text(project, f"{key}.{i}", item))
+    project.values["ports"] = _check(project, key, lambda: parse_ports(texts))
+
+
+def _port_text(project: Project, key: str, node: Any) -> str:
+    """One entry as written, checked on its own line."""
+    import yaml
+
+    # The text as written, not as YAML 1.1 reads it: unquoted 8888:59 would be a base-60 number.
+    from devbox.spec import PORTS_HINT, parse_port
+
+    numeric = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:str")
+    if not isinstance(node, yaml.ScalarNode) or node.tag not in numeric:
+        found = _kind(_plain(node) if isinstance(node, yaml.ScalarNode) else node)
+        raise project.error(key, f"each entry must be a port or PORT:LOCAL, not {found}", PORTS_HINT)
+    _check(project, key, lambda: parse_port(node.value))
+    return node.value
+
+
+_BUILD_KEYS = ("dockerfile", "context", "args")
+_BUILD_HINT = "e.g. build: ./Dockerfile, or build: {dockerfile: docker/Dockerfile, context: ., args: {A: b}}"
+
+
+def _read_build(project: Project, key: str, node: Any) -> None:
+    import yaml
+
+    if isinstance(node, yaml.MappingNode):
+        fields = {}
+        for name_node, value_node in _pairs(project, node, key):
+            name = name_node.value
+            project.lines[f"{key}.{name}"] = name_node.start_mark.line + 1
+            if name not in _BUILD_KEYS:
+                close = difflib.get_close_matches(name, _BUILD_KEYS, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else "build takes dockerfile, context and args"
+                raise project.error(f"{key}.{name}", f"unknown key {name!r}", hint)
+            fields[name] = value_node
+    else:
+        fields = {"dockerfile": node}
+    if "dockerfile" not in fields and "context" not in fields:
+        raise project.error(key, "needs a dockerfile (or a context holding one)", _BUILD_HINT)
+    base = project.path.parent
+    context = _build_path(project, f"{key}.context", fields.get("context"), base)
+    dockerfile = _build_path(project, f"{key}.dockerfile", fields.get("dockerfile"), base)
+    if context is not None and not os.path.isdir(context):
+        raise project.error(f"{key}.context", f"build context {context!r} is not a folder", _RELATIVE_HINT)
+    if dockerfile is None:
+        dockerfile = os.path.join(str(context), "Dockerfile")  # as docker build does
+    if not os.path.isfile(dockerfile):
+        where = f"{key}.dockerfile" if "dockerfile" in fields else f"{key}.context"
+        problem = "is not a file" if os.path.exists(dockerfile) else "does not exist"
+        raise project.error(where, f"Dockerfile {dockerfile!r} {problem}", _RELATIVE_HINT)
+    args = _build_args(project, f"{key}.args", fields["args"]) if "args" in fields else ()
+    # The shape devcontainer.json's build takes, so `up` builds both the same way.
+    project.values["build"] = {
+        "dockerfile": dockerfile,
+        "context": context or os.path.dirname(dockerfile),
+        "args": args,
+    }
+
+
+_RELATIVE_HINT = "relative paths in build are relative to the folder devbox.yaml is in"
+
+
+def _build_path(project: Project, key: str, node: Any, base: Path) -> str | None:
+    if node is None:
+        return None
+    text = _scalar(project, key, node, (str,), "a path")
+    if not text:
+        raise project.error(key, f"{key.partition('.')[2]} is empty", _BUILD_HINT)
+    # Read on this machine, which sends the context to the host's engine: ~ is this machine's home.
+    return os.path.normpath(base / os.path.expanduser(text))
+
+
+def _build_args(project: Project, key: str, node: Any) -> tuple[str, ...]:
+    import yaml
+
+    if not isinstance(node, yaml.MappingNode):
+        raise project.error(key, "args must map names to values", "e.g. args: {TORCH_VERSION: 2.4.1}")
+    args = []
+    for name_node, value_node in _pairs(project, node, key):
+        name = name_node.value
+        project.lines[f"{key}.{name}"] = name_node.start_mark.line + 1
+        if not name or "=" in name or any(c.isspace() for c in name):
+            raise project.error(
+                f"{key}.{name}", f"{name!r} is not a build argument name", "e.g. TORCH_VERSION"
+            )
+        value = _scalar(project, f"{key}.{name}", value_node, (str, int, float, bool), "text or a number")
+        args.append(f"{name}={_as_text(value_node, value)}")
+    return tuple(args)
 
 
 def _read_setup(project: Project, key: str, node: Any) -> None:
@@ -393,11 +610,13 @@ _READERS: dict[str, Callable[[Project, str, Any], None]] = {
     "name": _read_name,
     "host": _text("host"),
     "image": _read_image,
+    "build": _read_build,
     "gpus": _read_gpus,
     "gpu_count": _read_gpu_count,
     "share_gpus": _read_bool("share_gpus"),
     "mounts": _read_mounts,
     "env": _read_env,
+    "ports": _read_ports,
     "memory": _read_size("memory"),
     "shm_size": _read_size("shm_size"),
     "cpus": _read_cpus,

@@ -6,7 +6,7 @@ import hashlib
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -97,6 +97,66 @@ class HostFacts:
         return cls(local_user(), "/", exists=None)
 
 
+_PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits only, and short enough that int() is always cheap
+PORTS_HINT = "e.g. 8888, or \"6006:16006\" for the box's 6006 on this machine's 16006"
+
+
+def parse_port(text: str) -> str:
+    """A forwarded port, PORT (in the box, and the same on this machine) or PORT:LOCAL, as "PORT" or
+    "PORT:LOCAL" (only when the two differ); UsageError otherwise."""
+    numbers = text.split(":")
+    if len(numbers) > 2 or not all(_PORT.fullmatch(n) and 1 <= int(n) <= 65535 for n in numbers):
+        raise UsageError(f"{text!r} is not a port", PORTS_HINT)
+    box, local = (str(int(n)) for n in (numbers * 2)[:2])
+    return box if box == local else f"{box}:{local}"
+
+
+def parse_ports(texts: Iterable[str]) -> tuple[str, ...]:
+    """`ports:` or the --port flags: each as parse_port gives it, in order, repeats dropped. Two that
+    would take the same port on this machine are a UsageError: ssh would forward only the first."""
+    ports: dict[str, None] = {}
+    local: dict[str, str] = {}  # port on this machine → the entry that takes it
+    for text in texts:
+        port = parse_port(text)
+        taken = local.setdefault(port.rpartition(":")[2], port)
+        if taken != port:
+            raise UsageError(
+                f"{taken!r} and {port!r} both forward to port {port.rpartition(':')[2]} on this machine",
+                'give one of them another local port, e.g. "6006:16006"',
+            )
+        ports[port] = None
+    return tuple(ports)
+
+
+def forward_ports(port: str) -> tuple[int, int]:
+    """(port in the box, port on this machine) of one parse_port entry."""
+    box, _, local = port.partition(":")
+    return int(box), int(local or box)
+
+
+@dataclass(frozen=True)
+class Build:
+    """A Dockerfile built on the box's host into the box's base image (context sent from here)."""
+
+    dockerfile: str  # absolute paths on this machine
+    context: str
+    args: tuple[str, ...] = ()  # NAME=VALUE
+
+    @classmethod
+    def checked(cls, dockerfile: str, context: str | None = None, args: Sequence[str] = ()) -> Build:
+        file = Path(dockerfile).expanduser().resolve()
+        folder = Path(context).expanduser().resolve() if context else file.parent
+        if not file.is_file():
+            raise UsageError(f"Dockerfile {str(file)!r} does not exist", "check the path given to --build")
+        if not folder.is_dir():
+            raise UsageError(f"build context {str(folder)!r} is not a folder", "check --build-context")
+        for arg in args:
+            name, eq, _ = arg.partition("=")
+            if not eq or not name or any(c.isspace() for c in name):
+                raise UsageError(f"--build-arg {arg!r} is not NAME=VALUE", "e.g. --build-arg CUDA=12.4")
+        return cls(str(file), str(folder), tuple(args))
+
+
 @dataclass(frozen=True)
 class BoxSpec:
     name: str
@@ -111,6 +171,10 @@ class BoxSpec:
     cpus: float | None = None
     workdir: str | None = None
     sudo: bool = True
+    # Not in the fingerprint: they shape the ssh entry, not the container.
+    ports: tuple[str, ...] = ()
+    # With a build, `image` is what it was built into (set when built, on the box's host).
+    build: Build | None = None
 
     @property
     def home(self) -> str:
@@ -289,6 +353,8 @@ def from_flags(
     cpus: float | None = None,
     workdir: str | None = None,
     sudo: bool = True,
+    ports: Sequence[str] = (),
+    build: Build | Mapping[str, object] | None = None,
     cwd: Path | None = None,
     facts: HostFacts | None = None,
 ) -> BoxSpec:
@@ -303,13 +369,15 @@ def from_flags(
         raise UsageError(f"--workdir {workdir!r} is not an absolute path", "e.g. /workspace")
     if workdir is not None and any(ord(ch) < 32 or ord(ch) == 127 for ch in workdir):
         raise UsageError(f"--workdir {workdir!r} holds a control character", "e.g. /workspace")
+    built = _build_of(build)
     facts = facts or HostFacts.local()
     user = facts.user
     parsed_mounts = tuple(parse_mount(m, facts, sudo=sudo) for m in mounts)
     _check_mount_targets(parsed_mounts, f"/home/{user.name}")
     return BoxSpec(
         name=default_name(cwd) if name is None else validate_name(name),
-        image=validate_image(image),
+        # A build names its image once built (boxes.up), on the host the box goes to.
+        image="" if built else validate_image(image),
         user=user,
         gpus=selection,
         share_gpus=share_gpus,
@@ -320,7 +388,18 @@ def from_flags(
         cpus=parse_cpus(cpus) if cpus is not None else None,
         workdir=os.path.normpath(workdir) if workdir else None,
         sudo=sudo,
+        ports=parse_ports(ports),
+        build=built,
     )
+
+
+def _build_of(build: Build | Mapping[str, object] | None) -> Build | None:
+    """--build's Build, or the `build` a devbox.yaml or devcontainer.json gave (already checked
+    against its file's folder), checked again here: the files may have moved since."""
+    if build is None or isinstance(build, Build):
+        return build if build is None else Build.checked(build.dockerfile, build.context, build.args)
+    args = build.get("args") or ()
+    return Build.checked(str(build["dockerfile"]), str(build["context"]), tuple(str(a) for a in args))  # type: ignore[union-attr]
 
 
 def _check_mount_targets(mounts: tuple[Mount, ...], home: str) -> None:

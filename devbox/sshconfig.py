@@ -37,6 +37,7 @@ _USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9_.:-]+")
 _JUMP_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@:\[\]-]*")
 _KEYWORD_RE = re.compile(r"[ \t]*([^ \t=]+)[ \t]*(?:=[ \t]*)?(.*)")
+_FORWARD_RE = re.compile(r"[0-9]{1,5}(:[0-9]{1,5})?")
 _NEEDS_QUOTES = frozenset(" \t\"'\\#")
 
 
@@ -51,6 +52,7 @@ class HostEntry:
     known_hosts: Path
     hostname: str = "127.0.0.1"
     proxy_jump: str = ""  # the server's ssh destination, for boxes on a remote host
+    forwards: tuple[str, ...] = ()  # "PORT" or "PORT:LOCAL" (spec.parse_port): LocalForwards
 
     def __post_init__(self) -> None:
         if not _ALIAS_RE.fullmatch(self.alias):
@@ -63,6 +65,9 @@ class HostEntry:
             raise ValueError(f"invalid hostname {self.hostname!r}")
         if self.proxy_jump and not _JUMP_RE.fullmatch(self.proxy_jump):
             raise ValueError(f"invalid ProxyJump {self.proxy_jump!r}")
+        for forward in self.forwards:
+            if not _FORWARD_RE.fullmatch(forward):
+                raise ValueError(f"invalid port forward {forward!r}")
         for path in (self.identity_file, self.known_hosts):
             # OpenSSH resolves relative paths and `~` its own way (against the passwd home).
             if not Path(path).is_absolute():
@@ -156,8 +161,15 @@ def render_block(entry: HostEntry, control_dir: Path) -> str:
         ("ControlMaster", "auto"),
         ("ControlPath", _quote(_escape_percent(str(control_dir)) + "/%C")),
         ("ControlPersist", "10m"),
+        # The box's ports on this machine's 127.0.0.1 (never other interfaces) while connected;
+        # the far end is the box's own loopback, whatever host and hops it is behind.
+        *(("LocalForward", f"127.0.0.1:{local} 127.0.0.1:{port}") for port, local in _forwards(entry)),
     ]
     return f"Host {entry.alias}\n" + "".join(f"    {key} {value}\n" for key, value in options)
+
+
+def _forwards(entry: HostEntry) -> list[tuple[str, str]]:
+    return [(f.partition(":")[0], f.partition(":")[2] or f.partition(":")[0]) for f in entry.forwards]
 
 
 def read_entries() -> list[HostEntry]:
@@ -305,6 +317,9 @@ def _parse_entries(text: str) -> Iterator[HostEntry]:
         keyword, args = parsed
         if keyword == "host":
             blocks.append((args[0] if len(args) == 1 else "", {}))
+        elif blocks and keyword == "localforward" and len(args) == 2:
+            options = blocks[-1][1]
+            options["localforward"] = " ".join(filter(None, (options.get("localforward"), _forward_of(args))))
         elif blocks and args:
             blocks[-1][1].setdefault(keyword, args[0])
     for alias, options in blocks:
@@ -323,9 +338,16 @@ def _entry_from_options(alias: str, options: dict[str, str]) -> HostEntry | None
             known_hosts=Path(_unescape_percent(options["userknownhostsfile"])),
             hostname=options["hostname"],
             proxy_jump=options.get("proxyjump", ""),
+            forwards=tuple(options.get("localforward", "").split()),
         )
     except (KeyError, ValueError):
         return None
+
+
+def _forward_of(args: list[str]) -> str:
+    """`127.0.0.1:LOCAL 127.0.0.1:PORT` back to "PORT[:LOCAL]"; "?" (refused) for anything else."""
+    local, port = (a.removeprefix("127.0.0.1:") for a in args)
+    return "?" if not (local.isdigit() and port.isdigit()) else port if local == port else f"{port}:{local}"
 
 
 # -- the user's config ---------------------------------------------------------------------------

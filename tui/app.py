@@ -23,6 +23,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Footer, Input, Log, Static
 from textual.widgets.data_table import RowDoesNotExist
 
@@ -105,6 +106,7 @@ class DevboxApp(App[None]):
         self.follow = True
         self.selected_job = ""
         self._loading: set[str] = set()  # hosts asked and not answered yet
+        self._rows: list[tuple[str, tuple]] = []  # what the boxes table shows: (row key, cells)
         self._log_text = ""
         self._progress = ""
         self.refreshes = 0  # views shown so far (tests and the benchmark wait on it)
@@ -187,19 +189,32 @@ class DevboxApp(App[None]):
         self.query_one("#status", Static).update(f"{line} · {self._progress}" if self._progress else line)
 
     def _fill_boxes(self) -> None:
-        """Rebuild the rows, keeping the cursor on the same box and the scroll where it was."""
-        table = self.query_one("#boxes", DataTable)
-        keep = self._cursor_key()
-        scroll = table.scroll_y
-        table.clear()
+        """Show the rows, keeping the cursor on the same box and the scroll where it was."""
         now = time.time()
+        rows: list[tuple[str, tuple]] = []
         for view in self.views:
             if not view.reachable:
-                table.add_row(*render.unreachable_cells(view), key=f"{view.host.name}\x1f\x1f")
+                rows.append((f"{view.host.name}\x1f\x1f", tuple(render.unreachable_cells(view))))
                 continue
             for box in view.boxes:
                 if render.matches(view, box, self.needle):
-                    table.add_row(*render.box_cells(view, box, now), key=render.box_key(view, box))
+                    rows.append((render.box_key(view, box), tuple(render.box_cells(view, box, now))))
+        table = self.query_one("#boxes", DataTable)
+        if [key for key, _ in rows] == [key for key, _ in self._rows]:
+            # The same boxes: change only the cells that differ (uptimes, states). Rebuilding a
+            # table of 100 boxes every refresh would hold up key presses for a tenth of a second.
+            for i, ((_, cells), (_, before)) in enumerate(zip(rows, self._rows, strict=True)):
+                for column, (cell, old) in enumerate(zip(cells, before, strict=True)):
+                    if cell != old:
+                        table.update_cell_at(Coordinate(i, column), cell)
+            self._rows = rows
+            return
+        keep = self._cursor_key()
+        scroll = table.scroll_y
+        table.clear()
+        for key, cells in rows:
+            table.add_row(*cells, key=key)
+        self._rows = rows
         if keep is not None:
             # A box that is gone (or filtered out) leaves the cursor where it was, in range.
             with contextlib.suppress(RowDoesNotExist):

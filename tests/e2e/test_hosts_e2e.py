@@ -13,6 +13,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -25,7 +26,16 @@ import docker
 import pytest
 
 from .conftest import User, image_tags, make_user, remove_devbox_objects
-from .servers import LOCALHOST, FreezingProxy, SilentServer, Sshd, make_client_key, write_client_config
+from .servers import (
+    LOCALHOST,
+    FreezingProxy,
+    SilentServer,
+    Sshd,
+    free_port,
+    make_client_key,
+    write_client_config,
+)
+from .test_ports_e2e import SERVER, fetch, popen
 from .test_tui_e2e import PILOT
 
 GPU1_COUNT, GPU2_COUNT = 2, 4
@@ -320,6 +330,21 @@ def test_jobs_on_a_remote_box_run_log_wait_and_attach_from_the_laptop(laptop: La
     assert "bg: killed by TERM" in laptop.ok("kill", "far", "bg").stdout
     assert laptop.ok("logs", "far", "train").stdout == "epoch 1\n"
     laptop.ok("rm", "far", "--purge")
+
+
+def test_a_remote_box_s_port_opens_on_the_laptop_through_the_server_hop(laptop: Laptop) -> None:
+    laptop.ok("host", "add", "gpu1-behind", "gpu1-behind")  # laptop → bastion → gpu1 → box
+    local = free_port()
+    laptop.ok("up", "webby", "--host", "gpu1-behind", "--port", f"8888:{local}")
+    laptop.ok("run", "webby", "--name", "web", "--", "perl", "-e", SERVER)
+    user = laptop.user
+    held = popen(user, "ssh", "-F", str(user.ssh_config), "-N", "devbox-webby")
+    try:
+        assert fetch(local).endswith("hello from the box\n")
+    finally:
+        os.killpg(held.pid, signal.SIGTERM)
+        held.wait(timeout=10)
+    laptop.ok("rm", "webby", "--purge")
 
 
 def _tmux_sessions(laptop: Laptop, box: str) -> list[str]:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from devbox import project
+from devbox import project, spec
+from devbox.errors import UsageError
 from devbox.project import ProjectError
 
 GOOD = """\
@@ -104,3 +105,256 @@ def test_the_file_is_found_from_a_subdirectory_and_init_never_overwrites(tmp_pat
     assert project.load(written).options["name"] == project.load(written).values["name"]
     with pytest.raises(Exception, match="already exists"):
         project.write_starter(tmp_path)
+
+
+# ---------------------------------------------------------------- ports
+
+
+def test_ports_are_box_ports_or_box_to_local_pairs_deduplicated_in_order(tmp_path: Path) -> None:
+    body = 'ports: [8888, "6006:16006", 8888, "22:22", 8888:59]\n'
+    # 8888:59 unquoted is a base-60 number to YAML 1.1; devbox reads it as written.
+    assert project.load(_write(tmp_path, body)).values["ports"] == ("8888", "6006:16006", "22", "8888:59")
+
+
+def test_a_single_port_needs_no_list(tmp_path: Path) -> None:
+    assert project.load(_write(tmp_path, "ports: 8888\n")).values["ports"] == ("8888",)
+
+
+def test_ports_come_in_the_shape_devcontainer_forward_ports_gives(tmp_path: Path) -> None:
+    from devbox import devcontainer
+
+    folder = tmp_path / "dc"
+    (folder / ".devcontainer").mkdir(parents=True)
+    json_path = folder / ".devcontainer" / "devcontainer.json"
+    json_path.write_text('{"image": "ubuntu:24.04", "forwardPorts": [8888, "localhost:6006"]}')
+    from_json = devcontainer.load(json_path)[0].values["ports"]
+    from_yaml = project.load(_write(tmp_path, "ports: [8888, 6006]\n")).values["ports"]
+    assert from_json == from_yaml == ("8888", "6006")
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "message"),
+    [
+        ("ports:\n  - 8888\n  - abc\n", 3, "ports: 'abc' is not a port"),
+        ("ports: [0]\n", 1, "ports: '0' is not a port"),
+        ("ports: [65536]\n", 1, "ports: '65536' is not a port"),
+        ('ports: ["8888:0"]\n', 1, "ports: '8888:0' is not a port"),
+        ('ports: ["1:2:3"]\n', 1, "ports: '1:2:3' is not a port"),
+        ('ports: ["localhost:8888"]\n', 1, "ports: 'localhost:8888' is not a port"),
+        ("ports: [8888.5]\n", 1, "ports: '8888.5' is not a port"),
+        ("ports: [!!int abc]\n", 1, "ports: 'abc' is not a port"),
+        ("ports: [true]\n", 1, "ports: each entry must be a port or PORT:LOCAL, not true/false"),
+        ("ports:\n  - {a: 1}\n", 2, "ports: each entry must be a port or PORT:LOCAL, not a mapping"),
+        (
+            'ports: [8888, "9:8888"]\n',
+            1,
+            "ports: '8888' and '9:8888' both forward to port 8888 on this machine",
+        ),
+    ],
+)
+def test_every_ports_problem_names_file_line_and_key(
+    tmp_path: Path, body: str, line: int, message: str
+) -> None:
+    _assert_error(tmp_path, body, line, message)
+
+
+def test_parse_port_is_the_one_rule_for_the_file_and_the_flag() -> None:
+    assert spec.parse_port("06006:16006") == "6006:16006"
+    assert spec.parse_ports(["8888", "8888:8888", "6006"]) == ("8888", "6006")
+    with pytest.raises(UsageError, match="is not a port"):
+        spec.parse_port("８８８８")  # fullwidth digits: int() takes them, a port does not
+
+
+# ---------------------------------------------------------------- build
+
+
+def _recipe(tmp_path: Path) -> Path:
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "Dockerfile").write_text("FROM ubuntu:24.04\n")
+    return tmp_path / "docker" / "Dockerfile"
+
+
+def test_build_as_a_path_builds_in_the_dockerfile_s_folder(tmp_path: Path) -> None:
+    dockerfile = _recipe(tmp_path)
+    values = project.load(_write(tmp_path, "build: docker/Dockerfile\n")).values
+    assert values["build"] == {"dockerfile": str(dockerfile), "context": str(dockerfile.parent), "args": ()}
+    assert "image" not in values
+
+
+def test_build_as_a_mapping_resolves_against_the_file_and_keeps_args_as_written(tmp_path: Path) -> None:
+    dockerfile = _recipe(tmp_path)
+    body = (
+        "build:\n  dockerfile: ./docker/Dockerfile\n  context: .\n  args: {CUDA: 12.10, SLIM: true, V: x}\n"
+    )
+    assert project.load(_write(tmp_path, body)).values["build"] == {
+        "dockerfile": str(dockerfile),
+        "context": str(tmp_path),
+        "args": ("CUDA=12.10", "SLIM=true", "V=x"),
+    }
+
+
+def test_build_with_only_a_context_uses_its_dockerfile_as_docker_build_does(tmp_path: Path) -> None:
+    dockerfile = _recipe(tmp_path)
+    build = project.load(_write(tmp_path, "build: {context: docker}\n")).values["build"]
+    assert (build["dockerfile"], build["context"]) == (str(dockerfile), str(dockerfile.parent))
+
+
+def test_build_comes_in_the_shape_devcontainer_build_gives(tmp_path: Path) -> None:
+    from devbox import devcontainer
+
+    _recipe(tmp_path)
+    json_path = tmp_path / "devcontainer.json"
+    json_path.write_text('{"build": {"dockerfile": "docker/Dockerfile", "context": ".", "args": {"A": "1"}}}')
+    from_json = devcontainer.load(json_path)[0].values["build"]
+    yaml_body = "build: {dockerfile: docker/Dockerfile, context: ., args: {A: 1}}\n"
+    assert project.load(_write(tmp_path, yaml_body)).values["build"] == from_json
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "message"),
+    [
+        ("build: nope/Dockerfile\n", 1, "build: Dockerfile '{tmp}/nope/Dockerfile' does not exist"),
+        ("build: docker\n", 1, "build: Dockerfile '{tmp}/docker' is not a file"),
+        (
+            "build:\n  dockerfile: docker/Dockerfile\n  context: nope\n",
+            3,
+            "build context '{tmp}/nope' is not",
+        ),
+        ("build: {context: docker/Dockerfile}\n", 1, "build: build context '{tmp}/docker/Dockerfile' is not"),
+        ("build:\n  context: .\n", 2, "build: Dockerfile '{tmp}/Dockerfile' does not exist"),
+        ("build:\n  dockerfile: docker/Dockerfile\n  contxt: .\n", 3, "build: unknown key 'contxt'"),
+        ("build: {args: {A: b}}\n", 1, "build: needs a dockerfile (or a context holding one)"),
+        ("build: {dockerfile: ''}\n", 1, "build: dockerfile is empty"),
+        ("build: 3\n", 1, "build: dockerfile must be a path, not a number"),
+        (
+            "build:\n  dockerfile: docker/Dockerfile\n  args: [A=1]\n",
+            3,
+            "build: args must map names to values",
+        ),
+        (
+            "build:\n  context: docker\n  args:\n    A:\n",
+            4,
+            "build: args.A must be text or a number, not empty",
+        ),
+        ("build:\n  context: docker\n  args: {'A B': 1}\n", 3, "build: 'A B' is not a build argument name"),
+        ("build:\n  context: docker\n  args:\n    A: 1\n    A: 2\n", 5, "build.args.A: duplicate key"),
+        (
+            "image: ubuntu:24.04\nbuild: docker/Dockerfile\n",
+            2,
+            "build: both image (line 1) and build are given",
+        ),
+        (
+            "build: docker/Dockerfile\nimage: ubuntu:24.04\n",
+            2,
+            "image: both build (line 1) and image are given",
+        ),
+    ],
+)
+def test_every_build_problem_names_file_line_and_key(
+    tmp_path: Path, body: str, line: int, message: str
+) -> None:
+    _recipe(tmp_path)
+    _assert_error(tmp_path, body, line, message.format(tmp=tmp_path))
+
+
+# ---------------------------------------------------------------- what YAML itself can do
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "message"),
+    [
+        ("cpus: !!int abc\n", 1, "cpus: cannot read 'abc' as !!int"),
+        ("cpus: !!float x\n", 1, "cpus: cannot read 'x' as !!float"),
+        ("gpu_count: !!timestamp x\n", 1, "gpu_count: cannot read 'x' as !!timestamp"),
+        ("memory: !!python/name:os.system x\n", 1, "memory: cannot read 'x' as !!python/name:os.system"),
+        ("jobs:\n  t:\n    command: x\n    gpus:\n      - !!int b\n", 5, "jobs: cannot read 'b' as !!int"),
+        (f"memory: {'9' * 5000}\n", 1, "memory: cannot read '9999"),
+    ],
+)
+def test_a_value_yaml_cannot_read_is_an_error_on_its_line(
+    tmp_path: Path, body: str, line: int, message: str
+) -> None:
+    _assert_error(tmp_path, body, line, message)
+
+
+def test_an_error_about_a_binary_value_names_the_place_once(tmp_path: Path) -> None:
+    path = _write(tmp_path, "name: !!binary aGVsbG8=\n")
+    with pytest.raises(ProjectError) as caught:
+        project.load(path)
+    assert caught.value.message == f"{path}:1: name: must be text, not bytes"
+
+
+def test_a_binary_env_value_is_refused_not_written_as_python_bytes(tmp_path: Path) -> None:
+    _assert_error(tmp_path, "env:\n  A: !!binary aGVsbG8=\n", 2, "env.A: must be text or a number")
+
+
+def _nested_aliases(count: int) -> list[str]:
+    """List items, each one 40 lists deep around the one before it."""
+    return [f"      - &a{i} {'[' * 40}{f'*a{i - 1}' if i else 1}{']' * 40}\n" for i in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        ("name: " + "[" * 10000 + "\n", 1),
+        ("name:\n" + "".join("  " * i + "-\n" for i in range(60)), 51),
+        # Each alias repeats its anchor's levels: a short file can nest as deep as it likes.
+        ("jobs:\n  t:\n    command: x\n    cwd:\n" + "".join(_nested_aliases(30)), 6),
+    ],
+)
+def test_nesting_too_deep_is_a_yaml_error_on_its_line_not_a_recursion_error(
+    tmp_path: Path, body: str, line: int
+) -> None:
+    _assert_error(tmp_path, body, line, "not valid YAML: nested more than 50 levels deep")
+
+
+@pytest.mark.parametrize("body", ["env: &x {A: *x}\n", "jobs: {t: {command: x, gpus: &x [*x]}}\n"])
+def test_an_alias_inside_its_own_anchor_is_a_yaml_error(tmp_path: Path, body: str) -> None:
+    _assert_error(tmp_path, body, 1, "not valid YAML: an alias inside its own anchor")
+
+
+def test_anchors_shared_between_keys_still_work(tmp_path: Path) -> None:
+    proj = project.load(_write(tmp_path, "env: &common {A: 1}\njobs:\n  t: {command: x, env: *common}\n"))
+    assert (proj.values["envs"], proj.jobs["t"].env) == (("A=1",), ("A=1",))
+
+
+def test_cpus_with_hundreds_of_digits_is_an_error_not_an_overflow(tmp_path: Path) -> None:
+    _assert_error(tmp_path, f"cpus: {'9' * 400}\n", 1, "cpus: is far more CPUs than any machine has")
+
+
+def test_env_numbers_are_kept_as_written(tmp_path: Path) -> None:
+    values = project.load(_write(tmp_path, "env: {CUDA: 12.10, N: 007, ON: yes}\n")).values
+    assert values["envs"] == ("CUDA=12.10", "N=007", "ON=true")
+
+
+# ---------------------------------------------------------------- devbox init
+
+
+def test_the_starter_mentions_ports_and_build_and_loads_with_every_comment_removed(tmp_path: Path) -> None:
+    text = project.write_starter(tmp_path).read_text()
+    assert "\n# ports: [8888, 6006]" in text
+    assert "\n# build:" in text
+    (tmp_path / "Dockerfile").write_text("FROM ubuntu:24.04\n")
+    (tmp_path / "data").mkdir()
+    # Every key the starter shows, uncommented, is one devbox takes (build: instead of image:).
+    _, keys = text.split("\nname:")
+    body = "name:" + "\n".join(
+        line.removeprefix("# ") for line in keys.splitlines() if not line.startswith("image:")
+    )
+    proj = project.load(_write(tmp_path, body + "\n"))
+    assert proj.values["ports"] == ("8888", "6006")
+    assert proj.values["build"] == {
+        "dockerfile": str(tmp_path / "Dockerfile"),
+        "context": str(tmp_path),
+        "args": ("TORCH_VERSION=2.4.1",),
+    }
+    assert set(proj.lines) >= set(project._READERS) - {"gpus", "share_gpus", "image"}
+
+
+def _assert_error(tmp_path: Path, body: str, line: int, message: str) -> None:
+    path = _write(tmp_path, body)
+    with pytest.raises(ProjectError) as caught:
+        project.load(path)
+    assert caught.value.message.startswith(f"{path}:{line}: "), caught.value.message
+    assert message in caught.value.message, caught.value.message
+    assert caught.value.exit_code == 2
