@@ -136,15 +136,23 @@ def _build(
             forcerm=True,
             decode=True,
         )
-        for chunk in stream:
-            if "error" in chunk:
-                raise DevboxError(_build_failure(base, _plain(chunk["error"]), log))
-            for line in _plain(chunk.get("stream", "")).splitlines():
-                if line.strip():
-                    log.append(line.rstrip())
-                    progress(line.rstrip())
+        _follow_build(stream, lambda error: _build_failure(base, error, log), log, progress)
     except docker.errors.DockerException as exc:
         raise DevboxError(_build_failure(base, describe_error(exc), log)) from None
+
+
+def _follow_build(stream, failure: Callable[[str], str], log: list[str], progress: Progress) -> str:
+    """Pass a build's output on line by line (kept in `log` for the error); its image ID, if told."""
+    image_id = ""
+    for chunk in stream:
+        if "error" in chunk:
+            raise DevboxError(failure(_plain(chunk["error"])))
+        image_id = (chunk.get("aux") or {}).get("ID", image_id)
+        for line in _plain(chunk.get("stream", "")).splitlines():
+            if line.strip():
+                log.append(line.rstrip())
+                progress(line.rstrip())
+    return image_id
 
 
 def _plain(text: str) -> str:
@@ -180,7 +188,6 @@ def build_base(engine: Engine, build: Build, owner: str, name: str, progress: Pr
     progress(f"Building {where} on {engine.host.name}")
     repo = build_repo(owner, name)
     log: list[str] = []
-    image_id = ""
     try:
         stream = engine.client.api.build(
             path=build.context,
@@ -192,15 +199,8 @@ def build_base(engine: Engine, build: Build, owner: str, name: str, progress: Pr
             forcerm=True,
             decode=True,
         )
-        for chunk in stream:
-            if "error" in chunk:
-                raise DevboxError(_user_build_failure(where, _plain(chunk["error"]), log))
-            image_id = (chunk.get("aux") or {}).get("ID", image_id)
-            for line in _plain(chunk.get("stream", "")).splitlines():
-                if line.strip():
-                    log.append(line.rstrip())
-                    progress(line.rstrip())
-        image_id = image_id or engine.client.images.get(f"{repo}:latest").id
+        built = _follow_build(stream, lambda error: _user_build_failure(where, error, log), log, progress)
+        image_id = built or engine.client.images.get(f"{repo}:latest").id
         tag = image_id.removeprefix("sha256:")[:12]
         engine.client.api.tag(image_id, repo, tag)
     except docker.errors.DockerException as exc:

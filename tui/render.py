@@ -195,6 +195,11 @@ def _gib(mib: int | None) -> str:
     return "?" if mib is None else str(round(mib / 1024))
 
 
+def _forward(port: str) -> str:
+    box, _, local = port.partition(":")
+    return f"{box} → 127.0.0.1:{local or box}"
+
+
 def details(view: HostView, box: Box) -> Text:
     """The selected box: where it runs, what it is made of, how to reach it."""
     out = Text()
@@ -209,6 +214,8 @@ def details(view: HostView, box: Box) -> Text:
         ("workdir", box.workdir or "-"),
         ("ssh", f"ssh {box.alias}"),
     ]
+    if box.ports:  # as made: `up --port` may have changed the entry since (`devbox ssh-config NAME`)
+        rows.append(("ports", "  ".join(_forward(p) for p in box.ports)))
     for label, value in rows:
         out.append(f"{label:<8} ", style="bold")
         out.append(f"{value}\n")

@@ -117,6 +117,21 @@ class User:
             cwd=cwd or self.home,
         )
 
+    def popen(self, *argv: str) -> subprocess.Popen[str]:
+        """`argv` as this user, in the background, stdout and stderr piped; in a session of its own
+        so Ctrl-C (os.killpg) reaches the whole group, as a terminal sends it (runuser does not
+        pass SIGINT on)."""
+        cmd = ["runuser", "-u", self.name, "--", "env", "-i"]
+        cmd += [f"{k}={v}" for k, v in self.environ().items()]
+        return subprocess.Popen(
+            cmd + list(argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=self.home,
+            start_new_session=True,
+        )
+
     def devbox(self, *args: str, **kw) -> subprocess.CompletedProcess[str]:
         return self.run(str(Path(self.env["DEVBOX_VENV"]) / "bin" / "devbox"), *args, **kw)
 

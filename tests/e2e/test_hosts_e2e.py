@@ -35,7 +35,7 @@ from .servers import (
     make_client_key,
     write_client_config,
 )
-from .test_ports_e2e import SERVER, fetch, popen
+from .test_ports_e2e import SERVER, fetch
 from .test_tui_e2e import PILOT
 
 GPU1_COUNT, GPU2_COUNT = 2, 4
@@ -289,6 +289,42 @@ def test_mount_sources_are_checked_and_tilde_expanded_on_the_server(
     laptop.ok("rm", "mnt", "--purge")
 
 
+def test_the_remote_host_example_comes_up_on_gpu1_with_the_server_s_folders(
+    env: dict[str, str], laptop: Laptop, client: docker.DockerClient, gpu1: Sshd
+) -> None:
+    """examples/remote-host from a copy on the laptop: `host: gpu1` in the file, its `~/` mounts
+    the server login's folders. The test image replaces PyTorch's (no registry here) and one CPU
+    its 8 (this machine has 2): flags over the file."""
+    laptop.ok("host", "add", "gpu1", "gpu1")
+    server = pwd.getpwnam(gpu1.account)
+    made: list[Path] = []
+    for folder in (Path(server.pw_dir) / "datasets", Path(server.pw_dir) / "runs" / "lab-train"):
+        if not folder.exists():
+            top = folder
+            while not top.parent.exists():
+                top = top.parent
+            folder.mkdir(parents=True)
+            made.append(top)
+            for path in (folder, folder.parent):
+                os.chown(path, server.pw_uid, server.pw_gid)
+    example = laptop.user.home / "remote-host"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "examples" / "remote-host", example)
+    for path in (example, *example.iterdir()):
+        os.chown(path, laptop.user.uid, laptop.user.gid)
+    try:
+        laptop.ok("up", "--image", env["DEVBOX_TEST_IMAGE"], "--cpus", "1", cwd=example)
+        (ct,) = boxes_on(client, "lab-train")
+        binds = {m["Destination"]: m["Source"] for m in ct.attrs["Mounts"] if m["Type"] == "bind"}
+        assert binds == {"/data": f"{server.pw_dir}/datasets", "/runs": f"{server.pw_dir}/runs/lab-train"}
+        assert ct.labels["devbox.gpus"] and ct.attrs["HostConfig"]["Memory"] == 64 * 1024**3
+        out = laptop.user.ssh("devbox-lab-train", "pwd; echo $HF_HOME").stdout
+        assert out == "/runs\n/data/hf\n", out
+    finally:
+        laptop.devbox("rm", "lab-train", "--purge", cwd=example)
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_a_server_behind_a_bastion_is_reached_through_it(
     laptop: Laptop, client: docker.DockerClient, bastion: Sshd, gpu1: Sshd
 ) -> None:
@@ -338,7 +374,7 @@ def test_a_remote_box_s_port_opens_on_the_laptop_through_the_server_hop(laptop: 
     laptop.ok("up", "webby", "--host", "gpu1-behind", "--port", f"8888:{local}")
     laptop.ok("run", "webby", "--name", "web", "--", "perl", "-e", SERVER)
     user = laptop.user
-    held = popen(user, "ssh", "-F", str(user.ssh_config), "-N", "devbox-webby")
+    held = user.popen("ssh", "-F", str(user.ssh_config), "-N", "devbox-webby")
     try:
         assert fetch(local).endswith("hello from the box\n")
     finally:
@@ -456,23 +492,8 @@ def test_the_tui_shows_a_host_that_stops_answering_unreachable_while_the_rest_re
         laptop.ok("host", "add", "flaky", "flaky")
         laptop.ok("host", "add", "gpu2", "gpu2")
         laptop.ok("up", "steady", "--host", "gpu2")
-        cmd = [
-            "runuser",
-            "-u",
-            user.name,
-            "--",
-            "env",
-            "-i",
-            *(f"{k}={v}" for k, v in user.environ().items()),
-        ]
         python = str(Path(user.env["DEVBOX_VENV"]) / "bin" / "python")
-        driver = subprocess.Popen(
-            [*cmd, python, str(PILOT), "unreachable", "flaky", "gpu2"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=user.home,
-        )
+        driver = user.popen(python, str(PILOT), "unreachable", "flaky", "gpu2")
         watchdog = threading.Timer(300, driver.kill)
         watchdog.start()
         try:

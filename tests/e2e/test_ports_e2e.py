@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,20 +55,6 @@ def listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def popen(user: User, *argv: str) -> subprocess.Popen[str]:
-    cmd = ["runuser", "-u", user.name, "--", "env", "-i", *(f"{k}={v}" for k, v in user.environ().items())]
-    # A session of its own: Ctrl-C goes to the whole group, as a terminal sends it (runuser
-    # itself does not pass SIGINT on).
-    return subprocess.Popen(
-        [*cmd, *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=user.home,
-        start_new_session=True,
-    )
-
-
 @pytest.fixture
 def served(user: User, name: str) -> Iterator[tuple[str, int]]:
     """A box made with --port 8888:LOCAL and a web server on its 8888 (a devbox job)."""
@@ -87,7 +72,7 @@ def test_a_server_in_the_box_is_reached_through_the_localforward_while_ssh_is_co
     block = user.ok("ssh-config", name).stdout
     assert f"LocalForward 127.0.0.1:{local} 127.0.0.1:8888" in block
     assert not listening(local), "nothing forwards before ssh connects"
-    held = popen(user, "ssh", "-F", str(user.ssh_config), "-N", f"devbox-{name}")
+    held = user.popen("ssh", "-F", str(user.ssh_config), "-N", f"devbox-{name}")
     try:
         assert fetch(local).endswith("hello from the box\n")
     finally:
@@ -103,7 +88,7 @@ def test_devbox_forward_holds_a_port_until_ctrl_c_and_refuses_a_port_in_use(
 ) -> None:
     name, _ = served
     local = free_port()
-    fwd = popen(user, str(Path(user.env["DEVBOX_VENV"]) / "bin" / "devbox"), "forward", name, f"8888:{local}")
+    fwd = user.popen(str(Path(user.env["DEVBOX_VENV"]) / "bin" / "devbox"), "forward", name, f"8888:{local}")
     try:
         assert fwd.stderr is not None
         line = fwd.stderr.readline()

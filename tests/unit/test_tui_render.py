@@ -176,3 +176,10 @@ def test_find_locates_a_box_by_host_owner_and_name() -> None:
     views = [HostView(LOCAL_HOST, "ana", (a, b))]
     assert overview.find(views, "local", "same", "bo") == (views[0], b)
     assert overview.find(views, "gpu1", "same", "bo") is None
+
+
+def test_details_show_the_ports_a_box_forwards_and_where() -> None:
+    view = HostView(LOCAL_HOST, "ana", (), None, "", {}, {}, None, 0.0)
+    shown = render.details(view, make_box(ports=("8888", "6006:16006"))).plain
+    assert "ports    8888 → 127.0.0.1:8888  6006 → 127.0.0.1:16006" in shown
+    assert "ports" not in render.details(view, make_box()).plain
