@@ -177,8 +177,7 @@ class Ran:
 def call(user: User, *argv: str | Path, timeout: float = 600, check: bool = True) -> Ran:
     """Run argv as `user` (their clean environment, from their HOME), as conftest's User.run does,
     timing it and reading its peak memory from wait4."""
-    cmd = ["runuser", "-u", user.name, "--", "env", "-i"]
-    cmd += [f"{k}={v}" for k, v in user.env.items()] + [str(a) for a in argv]
+    cmd = user.argv(*argv)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         # Files, not pipes: wait4 reaps it here (for its rusage), so nothing may wait on a full pipe.
@@ -478,31 +477,20 @@ def listing(b: Bench) -> None:
     owner = {"label": [f"devbox.owner={b.user.name}", "devbox.name"]}
     have = len(b.client.containers.list(all=True, filters=owner))
     network = real.attrs["HostConfig"]["NetworkMode"]
-    clones = []
-    try:
-        for i in range(LS_BOXES - have):
-            clone = b.name(f"ls{i}x")
-            labels = {**real.labels, "devbox.name": clone, "devbox.alias": f"devbox-{clone}"}
-            labels |= {"devbox.port": str(31000 + i), "devbox.volume": f"{clone}.home"}
-            clones.append(
-                b.client.containers.run(
-                    b.env["DEVBOX_TEST_IMAGE"],
-                    ["sleep", "infinity"],
-                    entrypoint=[],
-                    labels=labels,
-                    network=network,
-                    detach=True,
-                )
-            )
+    labels = []
+    for i in range(LS_BOXES - have):
+        clone = b.name(f"ls{i}x")
+        labels.append(
+            {**real.labels, "devbox.name": clone, "devbox.alias": f"devbox-{clone}"}
+            | {"devbox.port": str(31000 + i), "devbox.volume": f"{clone}.home"}
+        )
+    with lookalikes(b, labels, network):
         listed = call(b.user, b.python, BARE_LS, b.user.name).stdout.splitlines()
         assert len(listed) == LS_BOXES, f"the bare script lists {len(listed)} boxes, not {LS_BOXES}"
         for order in rotations([LS_50, BARE_LS_50], b.runs):
             for name in order:
                 argv = (b.devbox, "ls") if name == LS_50 else (b.python, BARE_LS, b.user.name)
                 b.add(name, b.timed(*argv))
-    finally:
-        for c in clones:
-            c.remove(force=True)
 
 
 def jobs(b: Bench) -> None:
@@ -520,34 +508,50 @@ def jobs(b: Bench) -> None:
         b.add(DOCKER_EXEC, b.timed("docker", "exec", "-u", b.user.name, container.id, "true"))
 
 
-def tui(b: Bench) -> None:
-    """`devbox tui` watching 100 boxes (the user's own and 99 colleagues' look-alikes: containers
-    with box labels that only sleep), refreshing every second: the event loop's worst stall, and
-    the same app's with its refreshes paused (the floor)."""
-    real = b.container(b.shared_box())
-    clones = []
+@contextlib.contextmanager
+def lookalikes(b: Bench, label_sets: list[dict[str, str]], network: str | None = None) -> Iterator[None]:
+    """Containers with box labels that only sleep, one per label set: boxes as `ls` and the TUI
+    see them, without sshds; removed on the way out."""
+    made = []
     try:
-        for i in range(99):
-            labels = {**real.labels, "devbox.name": f"peer{i}", "devbox.owner": f"colleague{i % 7}"}
-            labels["devbox.port"] = str(30000 + i)
-            clones.append(
+        for labels in label_sets:
+            made.append(
                 b.client.containers.run(
                     b.env["DEVBOX_TEST_IMAGE"],
                     ["sleep", "infinity"],
                     entrypoint=[],
                     labels=labels,
+                    network=network,
                     detach=True,
                 )
             )
+        yield
+    finally:
+        for c in made:
+            c.remove(force=True)
+
+
+def tui(b: Bench) -> None:
+    """`devbox tui` watching 100 boxes (the user's own and 99 colleagues' look-alikes: containers
+    with box labels that only sleep), refreshing every second: the event loop's worst stall, and
+    the same app's with its refreshes paused (the floor)."""
+    real = b.container(b.shared_box())
+    peers = [
+        {
+            **real.labels,
+            "devbox.name": f"peer{i}",
+            "devbox.owner": f"colleague{i % 7}",
+            "devbox.port": str(30000 + i),
+        }
+        for i in range(99)
+    ]
+    with lookalikes(b, peers):
         for _ in range(b.runs):
             done = call(b.user, b.python, E2E / "tui_pilot.py", "lag", "20", timeout=300)
             seen = json.loads(done.stdout.strip().splitlines()[-1])
             b.add(TUI_BUSY, seen["busy_s"])
             b.add(TUI_IDLE, seen["idle_s"])
         b.notes.append(f"the TUI showed {seen['boxes']} rows, {seen['refreshes']} refreshes in its last 20 s")
-    finally:
-        for c in clones:
-            c.remove(force=True)
 
 
 def remote(b: Bench) -> None:

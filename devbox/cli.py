@@ -236,9 +236,8 @@ def up(
         "workdir": workdir,
         "sudo": not no_sudo,
     }
-    from_file = _from_project(ctx, proj) if proj else {}
-    if rec is not None:
-        from_file = _not_typed(ctx, record.spec_flags(rec))
+    described = record.spec_flags(rec) if rec else proj.options if proj else {}
+    from_file = _not_typed(ctx, described)
     values.update(from_file)
     host = values.pop("host")
     make_spec = partial(spec.from_flags, **values)
@@ -302,14 +301,10 @@ def up(
         _run_setup(result.box, proj, ssh_config)
 
 
-def _from_project(ctx: click.Context, proj: Project) -> dict[str, object]:
-    """The file's values for every `up` option not typed on the command line (flags win; the file
-    wins over environment variables and defaults: it is the more specific of the two)."""
-    return _not_typed(ctx, proj.options)
-
-
 def _not_typed(ctx: click.Context, options: dict[str, object]) -> dict[str, object]:
-    """`options` (a devbox.yaml's or a record's) less those typed on the command line."""
+    """`options` (a devbox.yaml's, devcontainer.json's or a record's) less those typed on the command
+    line: flags win; the file wins over environment variables and defaults (it is the more
+    specific of the two)."""
     from click.core import ParameterSource
 
     typed = {p for p in ctx.params if ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE}
@@ -432,7 +427,7 @@ def _report_up(result) -> None:
     )
 
 
-@cli.command("ls")
+@cli.command("ls", short_help="Your boxes on every host (--all: everyone's).")
 @click.option("--all", "all_owners", is_flag=True, help="Show every user's boxes, not just yours.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_host_opt
@@ -556,7 +551,10 @@ def _until_ready(doing: str, name: str, act: Callable[..., Box]) -> None:
     _console().print(f"{name}: {box.status}")
 
 
-@cli.command(help="Restart a box in place (it keeps its GPUs) and wait until you can log in.")
+@cli.command(
+    short_help="Restart a box in place, keeping its GPUs.",
+    help="Restart a box in place (it keeps its GPUs) and wait until you can log in.",
+)
 @click.argument("name")
 @_host_opt
 @_timeout_opt
@@ -984,7 +982,7 @@ def tui(readonly: bool, interval: float, host: str | None, ssh_config: Path | No
 # ---------------------------------------------------------------- hosts
 
 
-@cli.group("host")
+@cli.group("host", short_help="GPU servers: add, ls, check, trust, default, rm.")
 def host_group() -> None:
     """The GPU servers devbox manages boxes on, reached with your own ssh config."""
 

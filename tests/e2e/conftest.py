@@ -98,6 +98,13 @@ class User:
     def environ(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         return {**self.env, **(extra or {})}
 
+    def argv(
+        self, *argv: str | Path, extra_env: dict[str, str] | None = None, drop: tuple[str, ...] = ()
+    ) -> list[str]:
+        """`argv` as this user would run it: runuser, and only their environment (less `drop`)."""
+        env = [f"{k}={v}" for k, v in self.environ(extra_env).items() if k not in drop]
+        return ["runuser", "-u", self.name, "--", "env", "-i", *env, *(str(a) for a in argv)]
+
     def run(
         self,
         *argv: str,
@@ -106,10 +113,8 @@ class User:
         input: str | None = None,
         cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        cmd = ["runuser", "-u", self.name, "--", "env", "-i"]
-        cmd += [f"{k}={v}" for k, v in self.environ(extra_env).items()]
         return subprocess.run(
-            cmd + list(argv),
+            self.argv(*argv, extra_env=extra_env),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -121,10 +126,8 @@ class User:
         """`argv` as this user, in the background, stdout and stderr piped; in a session of its own
         so Ctrl-C (os.killpg) reaches the whole group, as a terminal sends it (runuser does not
         pass SIGINT on)."""
-        cmd = ["runuser", "-u", self.name, "--", "env", "-i"]
-        cmd += [f"{k}={v}" for k, v in self.environ().items()]
         return subprocess.Popen(
-            cmd + list(argv),
+            self.argv(*argv),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -1,6 +1,7 @@
 """Servers for remote-host e2e tests, all on 127.0.0.1: a private sshd run by an ordinary account
 (a stand-in for a remote GPU host whose logins reach a test engine and a fake nvidia-smi), a TCP
 server that accepts and never answers (every remote step needs a deadline, and a test proves it),
+a proxy in front of a server that can freeze mid-run,
 and the OpenSSH client files of a laptop user."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 SSHD = os.environ.get("DEVBOX_TEST_SSHD", "/usr/sbin/sshd")
 LOCALHOST = "127.0.0.1"
@@ -242,52 +244,6 @@ class Sshd:
         self.stop()
 
 
-class SilentServer:
-    """A TCP listener on 127.0.0.1 that accepts connections and never sends a byte: a host that
-    is up but hung. The connections stay open until stop(), so only the client's own deadline
-    can end its wait."""
-
-    def __init__(self) -> None:
-        self._listener = socket.create_server((LOCALHOST, 0))
-        self._listener.settimeout(0.1)
-        self.port: int = self._listener.getsockname()[1]
-        self._conns: list[socket.socket] = []
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name=f"silent-{self.port}", daemon=True)
-
-    @property
-    def connections(self) -> int:
-        """How many connections it accepted, so a test can tell the client really got through."""
-        return len(self._conns)
-
-    def start(self) -> SilentServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(timeout=5)
-        self._listener.close()
-        for conn in self._conns:
-            conn.close()
-
-    def _serve(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            self._conns.append(conn)
-
-    def __enter__(self) -> SilentServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
 class FreezingProxy:
     """A TCP proxy on 127.0.0.1 in front of `target_port` that can freeze: from then on it keeps
     every connection open and passes no byte either way, and new connections are accepted and
@@ -302,12 +258,13 @@ class FreezingProxy:
         self._frozen = threading.Event()
         self._stopping = threading.Event()
         self._sockets: list[socket.socket] = []
+        self.accepted = 0  # client connections, so a test can tell the client really got through
         self._threads = [threading.Thread(target=self._serve, name=f"proxy-{self.port}", daemon=True)]
 
     def freeze(self) -> None:
         self._frozen.set()
 
-    def start(self) -> FreezingProxy:
+    def start(self) -> Self:
         self._threads[0].start()
         return self
 
@@ -326,6 +283,7 @@ class FreezingProxy:
             except TimeoutError:
                 continue
             self._sockets.append(conn)
+            self.accepted += 1
             if self._frozen.is_set():
                 continue
             upstream = socket.create_connection((LOCALHOST, self.target_port), timeout=5)
@@ -354,13 +312,27 @@ class FreezingProxy:
             with contextlib.suppress(OSError):
                 dst.sendall(chunk)
 
-    def __enter__(self) -> FreezingProxy:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class SilentServer(FreezingProxy):
+    """A TCP listener on 127.0.0.1 that accepts connections and never sends a byte: a host that
+    is up but hung (a proxy frozen from the start). The connections stay open until stop(), so
+    only the client's own deadline can end its wait."""
+
+    def __init__(self) -> None:
+        super().__init__(target_port=0)
+        self.freeze()
+
+    @property
+    def connections(self) -> int:
+        return self.accepted
 
 
 def _owned_dir(path: Path, owner: tuple[int, int] | None) -> None:

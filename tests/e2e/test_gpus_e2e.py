@@ -180,14 +180,8 @@ with Engine.connect().lock("gpus", sys.argv[1]):
 def _hold_lock(user: User, image: str, seconds: float) -> subprocess.Popen[str]:
     """Another devbox run holding the engine lock, in a process group of its own (so a test can
     kill -9 it); returns once it holds the lock."""
-    env = [f"{k}={v}" for k, v in user.environ().items()]
     python = f"{user.env['DEVBOX_VENV']}/bin/python"
-    holder = subprocess.Popen(
-        ["runuser", "-u", user.name, "--", "env", "-i", *env, python, "-c", HOLD_LOCK, image, str(seconds)],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    holder = user.popen(python, "-c", HOLD_LOCK, image, str(seconds))
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     return holder
 

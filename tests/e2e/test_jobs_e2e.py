@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 
@@ -167,33 +166,9 @@ def test_gpus_narrow_the_box_s_own_and_nothing_else(user: User, box: str) -> Non
 def test_a_job_survives_its_client_and_ssh_sessions_and_shows_in_the_user_s_tmux(
     user: User, box: str
 ) -> None:
-    env = [f"{k}={v}" for k, v in user.environ().items()]
     devbox = f"{user.env['DEVBOX_VENV']}/bin/devbox"
     script = "echo begin; sleep 3; echo end; exit 4"
-    client = subprocess.Popen(
-        [
-            "runuser",
-            "-u",
-            user.name,
-            "--",
-            "env",
-            "-i",
-            *env,
-            devbox,
-            "run",
-            box,
-            "--name",
-            "orphan",
-            "--wait",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    client = user.popen(devbox, "run", box, "--name", "orphan", "--wait", "--", "sh", "-c", script)
     eventually(lambda: "orphan" in user.ssh(f"devbox-{box}", "tmux ls").stdout, what="the job's tmux session")
     os.killpg(client.pid, signal.SIGKILL)  # the laptop goes away mid --wait
     client.wait()

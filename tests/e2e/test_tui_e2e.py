@@ -113,15 +113,7 @@ def test_in_a_real_terminal_it_shows_box_gpu_and_holder_acts_on_a_key_and_q_rest
 ) -> None:
     user = make_user(env)
     socket = f"devbox-tui-{name}"
-    tmux_as = [
-        "runuser",
-        "-u",
-        user.name,
-        "--",
-        "env",
-        "-i",
-        *(f"{k}={v}" for k, v in user.environ().items() if k != "COLUMNS"),
-    ]
+    tmux_as = user.argv(drop=("COLUMNS",))
     try:
         user.ok("up", name, "--gpus", "2")
         # The shell prints a marker after the app exits: proof the terminal came back.
