@@ -157,6 +157,13 @@ def cli() -> None:
 @click.option("--memory", default=None, help="Memory limit, e.g. 64g.")
 @click.option("--cpus", type=float, default=None, help="CPU limit, e.g. 8.")
 @click.option("--workdir", default=None, help="Working directory in the box [default: home].")
+@click.option(
+    "--user",
+    "user",
+    default=None,
+    metavar="NAME",
+    help="The login's name in the box [default: your name on its host]; the UID/GID stay yours.",
+)
 @click.option("--no-sudo", is_flag=True, help="Do not give the login user passwordless sudo.")
 @click.option(
     "--identity",
@@ -201,6 +208,7 @@ def up(
     memory: str | None,
     cpus: float | None,
     workdir: str | None,
+    user: str | None,
     no_sudo: bool,
     identity: str | None,
     keep_on_failure: bool,
@@ -234,6 +242,7 @@ def up(
         "memory": memory,
         "cpus": cpus,
         "workdir": workdir,
+        "user": user,
         "sudo": not no_sudo,
     }
     described = record.spec_flags(rec) if rec else proj.options if proj else {}
@@ -390,6 +399,7 @@ _FINGERPRINT_OF = {
     "memory": "memory",
     "cpus": "cpus",
     "workdir": "workdir",
+    "user": "user",
     "no_sudo": "sudo",
 }
 

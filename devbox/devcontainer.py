@@ -1,8 +1,8 @@
 """devcontainer.json: `devbox up` in a folder that has one (and no devbox.yaml) makes its box from it.
 
 The file is read as VS Code reads it (comments, trailing commas, `${...}` variables) and mapped
-onto the values devbox.yaml gives `up`. What devbox cannot apply (features, remoteUser, most
-runArgs...) comes back as warnings for one line, never dropped silently; what is malformed is a
+onto the values devbox.yaml gives `up`. What devbox cannot apply (features, containerUser,
+most runArgs...) comes back as warnings for one line, never dropped silently; what is malformed is a
 ProjectError naming the file, the line of the top-level key, and the key.
 """
 
@@ -368,6 +368,18 @@ class _Reader:
             # Often free text ("Python 3"): the box is then named as devbox names it, said in the line.
             self.warnings.append(f"name {name!r} (not a box name)")
 
+    def _remote_user(self, key: str, value: Any) -> None:
+        """remoteUser names the box's login (UID/GID stay the server login's, as always); one devbox
+        cannot be (root, an image's system account) is said in the warning line and not used."""
+        from devbox.spec import parse_user
+        from devbox.users import LoginUser
+
+        name = self.text(key, value, 'e.g. "vscode"')
+        try:
+            self.set("user", parse_user(name, LoginUser(name, 1000, 1000)).name, key)
+        except UsageError:
+            self.warnings.append(f"remoteUser {name!r} (you log in as yourself, with sudo)")
+
     def _image(self, key: str, value: Any) -> None:
         from devbox.spec import validate_image
 
@@ -659,6 +671,7 @@ _HANDLERS: dict[str, Callable[[_Reader, str, Any], None]] = {
     "containerEnv": _Reader._env,
     "remoteEnv": _Reader._env,
     "forwardPorts": _Reader._ports,
+    "remoteUser": _Reader._remote_user,
     **dict.fromkeys(_LIFECYCLE, _Reader._commands),
 }
 

@@ -39,6 +39,7 @@ gpu_count: 1              # or: gpus: 0,1 | all | none
 # memory: 64g
 # cpus: 8
 workdir: /workspace
+# user: vscode            # your login's name in the box [default: yours]; UID/GID stay yours
 # sudo: true
 # setup:                  # run once, as you, right after the box is created
 #   - pip install -r requirements.txt
@@ -374,6 +375,14 @@ def _read_workdir(project: Project, key: str, node: Any) -> None:
     project.values["workdir"] = value
 
 
+def _read_user(project: Project, key: str, node: Any) -> None:
+    from devbox.spec import parse_user
+    from devbox.users import LoginUser
+
+    value = _scalar(project, key, node, (str,), "a login name")
+    project.values["user"] = _check(project, key, lambda: parse_user(value, LoginUser("x", 1000, 1000)).name)
+
+
 def _list_of_text(project: Project, key: str, node: Any, what: str) -> list[tuple[str, int]]:
     import yaml
 
@@ -621,6 +630,7 @@ _READERS: dict[str, Callable[[Project, str, Any], None]] = {
     "shm_size": _read_size("shm_size"),
     "cpus": _read_cpus,
     "workdir": _read_workdir,
+    "user": _read_user,
     "sudo": _read_bool("sudo"),
     "setup": _read_setup,
     "jobs": _read_jobs,

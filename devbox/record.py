@@ -94,6 +94,7 @@ class SpecRecord:
     workdir: str | None = None
     sudo: bool = True
     ports: tuple[str, ...] = ()
+    user: str | None = None  # --user; None: the login's own name wherever the box is made
 
 
 @dataclass(frozen=True)
@@ -251,7 +252,20 @@ def spec_of(container: Mapping[str, Any], ports: tuple[str, ...], home: str) -> 
         workdir=made.get("workdir"),
         sudo=made.get("sudo", True) is not False,
         ports=ports,
+        user=_chosen_user(made.get("user"), labels.get(L("owner"), "")),
     )
+
+
+def _chosen_user(made: Any, owner: str) -> str | None:
+    """The login's name if --user chose it: not the name the owner's login gets by itself."""
+    from devbox.users import box_user
+
+    if not (isinstance(made, list) and len(made) == 3 and isinstance(made[0], str)):
+        return None
+    name, uid, gid = made
+    if not isinstance(uid, int) or not isinstance(gid, int):
+        return None
+    return None if box_user(owner, uid, gid).name == name else name
 
 
 def _home_relative(mount: str, home: str) -> str:
@@ -327,6 +341,7 @@ def spec_flags(record: Record) -> dict[str, object]:
         "workdir": s.workdir,
         "sudo": s.sudo,
         "ports": s.ports,
+        "user": s.user,
     }
 
 
@@ -436,6 +451,7 @@ def dump(record: Record) -> str:
             "workdir": s.workdir,
             "sudo": s.sudo,
             "ports": list(s.ports),
+            "user": s.user,
         },
         "packages": {
             "pip": None if pk.pip is None else list(pk.pip),
@@ -533,6 +549,7 @@ class _Reader:
                 workdir=self.value(s, "spec.workdir", str, None),
                 sudo=self.value(s, "spec.sudo", bool, True),
                 ports=self.texts(s, "spec.ports"),
+                user=self.value(s, "spec.user", str, None),
             ),
             packages=Packages(
                 self.texts(pk, "packages.pip", none=True),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devbox import gpus
+from devbox import gpus, users
 from devbox.errors import UsageError
 from devbox.gpus import GpuSelection
 from devbox.users import LoginUser, local_user
@@ -274,6 +274,22 @@ def parse_mount(text: str, facts: HostFacts | None = None, *, sudo: bool = False
     return Mount(source, os.path.normpath(parts[1]), mode == "ro")
 
 
+def parse_user(name: str, login: LoginUser) -> LoginUser:
+    """--user NAME: the box's login under that name (devcontainer.json's remoteUser), keeping the
+    server login's UID/GID so files on mounts stay theirs."""
+    if name == "root":
+        raise UsageError("--user root: a box never allows root logins", "log in as yourself; sudo gives root")
+    if not users.is_login_name(name):
+        raise UsageError(
+            f"--user {name!r} is not a login name",
+            "use lowercase letters, digits, _ and -, e.g. --user vscode",
+        )
+    if users.is_system_name(name):
+        # The entrypoint replaces the image's account of that name: sshd's own user, say.
+        raise UsageError(f"--user {name}: that is a system account in images", "pick another, e.g. vscode")
+    return LoginUser(name, login.uid, login.gid)
+
+
 def parse_env(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not _ENV_NAME_RE.fullmatch(key):
@@ -355,6 +371,7 @@ def from_flags(
     sudo: bool = True,
     ports: Sequence[str] = (),
     build: Build | Mapping[str, object] | None = None,
+    user: str | None = None,
     cwd: Path | None = None,
     facts: HostFacts | None = None,
 ) -> BoxSpec:
@@ -371,7 +388,7 @@ def from_flags(
         raise UsageError(f"--workdir {workdir!r} holds a control character", "e.g. /workspace")
     built = _build_of(build)
     facts = facts or HostFacts.local()
-    user = facts.user
+    user = facts.user if user is None else parse_user(user, facts.user)
     parsed_mounts = tuple(parse_mount(m, facts, sudo=sudo) for m in mounts)
     _check_mount_targets(parsed_mounts, f"/home/{user.name}")
     return BoxSpec(

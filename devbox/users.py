@@ -33,7 +33,50 @@ def box_user(name: str, uid: int, gid: int) -> LoginUser:
     """
     if uid == 0:
         return LoginUser("dev", 1000, 1000)
-    return LoginUser(name if _LOGIN_RE.fullmatch(name) else "dev", uid, gid)
+    return LoginUser(name if is_login_name(name) else "dev", uid, gid)
+
+
+# The image's own system accounts: the entrypoint replaces an account of the login's name, and
+# replacing one of these would break what runs as it (sshd's privilege separation, for one).
+_SYSTEM_NAMES = frozenset(
+    [
+        "root",
+        "daemon",
+        "bin",
+        "sys",
+        "sync",
+        "games",
+        "man",
+        "lp",
+        "mail",
+        "news",
+        "uucp",
+        "proxy",
+        "www-data",
+        "backup",
+        "list",
+        "irc",
+        "gnats",
+        "nobody",
+        "_apt",
+        "sshd",
+        "messagebus",
+        "systemd-network",
+        "systemd-resolve",
+        "systemd-timesync",
+        "syslog",
+        "uuidd",
+    ]
+)
+
+
+def is_login_name(name: str) -> bool:
+    """Whether a box's passwd can hold `name` as its login's name."""
+    return bool(_LOGIN_RE.fullmatch(name))
+
+
+def is_system_name(name: str) -> bool:
+    return name in _SYSTEM_NAMES
 
 
 def local_user() -> LoginUser:

@@ -85,10 +85,14 @@ def test_the_devcontainer_example_imports_and_says_what_it_does_not_apply(
     folder = copy_of("devcontainer", "cifar")
     made = user.devbox("up", "--image", env["DEVBOX_TEST_IMAGE"], cwd=folder)
     warning = [ln for ln in made.stderr.splitlines() if "not applied" in ln]
-    assert len(warning) == 1 and "features" in warning[0] and "remoteUser" in warning[0], made.stderr
+    assert len(warning) == 1 and "features" in warning[0] and "remoteUser" not in warning[0], made.stderr
     # postCreateCommand is its setup: pip is not in the test image, so it fails and the box stays.
     assert made.returncode == 1 and "the box is kept" in made.stderr
     (container,) = devbox_containers(client, "cifar")
     assert container.labels["devbox.gpus"] and container.attrs["HostConfig"]["ShmSize"] == 8 * 1024**3
     out = user.ssh("devbox-cifar", "ls /data; echo $WANDB_MODE $DATA_DIR; pwd").stdout.split()
     assert out[-3:] == ["offline", "/data", "/workspaces/devcontainer"], out
+    # remoteUser is the login's name; its UID/GID stay the test user's, so the project stays theirs.
+    login = user.ssh("devbox-cifar", "id -un; id -u; echo $HOME; touch /workspaces/devcontainer/made")
+    assert login.stdout.split() == ["vscode", str(user.uid), "/home/vscode"], login.stdout
+    assert (folder / "made").stat().st_uid == user.uid

@@ -63,6 +63,8 @@ def test_record_then_up_from_on_a_second_box_gives_the_same_image_and_spec(
             f"{data}:/workspace/data:ro",
             "--workdir",
             "/workspace",
+            "--user",
+            "trainer",
         )
         proc = user.ok("record", name)  # into the current directory, the user's home
         assert f"Wrote {path.name}: {name} on {machine}" in proc.stdout
@@ -86,6 +88,7 @@ def test_record_then_up_from_on_a_second_box_gives_the_same_image_and_spec(
             "workdir": "/workspace",
             "sudo": True,
             "ports": [],
+            "user": "trainer",
         }
         assert rec["packages"] == {
             "pip": ["numpy==1.26.4", "torch==2.4.0"],
@@ -115,6 +118,7 @@ def test_record_then_up_from_on_a_second_box_gives_the_same_image_and_spec(
         box = next(b for b in json.loads(user.ok("ls", "--json").stdout) if b["name"] == second)
         seen = user.ssh(box["ssh_alias"], "echo $GREETING $EPOCHS; pwd; cat /workspace/data/train.csv").stdout
         assert seen == "hello there 3\n/workspace\nx,y\n"
+        assert user.ssh(box["ssh_alias"], "id -un").stdout == "trainer\n"
     finally:
         user.devbox("rm", name, "--purge")
         user.devbox("rm", second, "--purge")

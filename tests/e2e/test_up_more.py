@@ -62,6 +62,26 @@ def test_existing_user_with_the_same_uid_and_group_with_the_same_gid_give_way(
     user.ok("rm", name, "--purge")
 
 
+def test_user_names_the_login_over_the_image_s_own_account_of_that_name(
+    user: User, client, derived_image, name
+) -> None:
+    # Dev Containers images ship a `vscode` account (UID 1000); the box's login takes its name, the
+    # test user's UID/GID and a home of its own, and a later `up` asking another name is refused.
+    image = derived_image("RUN useradd -u 1234 -m -s /bin/sh vscode && touch /home/vscode/from-image")
+    user.ok("up", name, "--image", image, "--user", "vscode")
+    proc = user.ssh(f"devbox-{name}", "id -un; id -u; id -g; echo $HOME; stat -c %u ~ ~/from-image")
+    uid = str(user.uid)
+    assert proc.stdout.split() == ["vscode", uid, str(user.gid), "/home/vscode", uid, uid], proc.stdout
+    assert user.ok("ssh-config", name).stdout.count("User vscode\n") == 1
+    assert "Ready" in user.ok("up", name).stdout  # the name it was made with is kept
+    other = user.devbox("up", name, "--user", "alice")
+    assert other.returncode == 2 and "already exists with other options (user" in other.stderr, other.stderr
+    refused = user.devbox("up", name + "r", "--user", "root")
+    assert refused.returncode == 2 and "never allows root logins" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not devbox_containers(client, name + "r")
+    user.ok("rm", name, "--purge")
+
+
 def test_name_defaults_to_the_directory_name_made_valid(user: User, client) -> None:
     project = user.home / "My_Project"
     project.mkdir()

@@ -87,11 +87,12 @@ def test_a_realistic_file_gives_up_s_values_and_one_not_applied_line(proj: Path)
         "envs": ("WANDB_MODE=offline", "HF_HOME=/data/hf"),
         "ports": ("8888", "6006"),
         "setup": ("pip install --user -r requirements.txt",),
+        "user": "vscode",
     }
     assert project.jobs == {}
     assert not_applied_line(warnings) == (
         "devcontainer.json: not applied: name 'PyTorch (GPU)' (not a box name), runArgs --privileged, "
-        "mounts /root/.cache/pip (type=volume), features, customizations, remoteUser"
+        "mounts /root/.cache/pip (type=volume), features, customizations"
     )
 
 
@@ -105,7 +106,7 @@ def test_where_points_at_the_line_of_each_key_the_values_came_from(proj: Path) -
     assert project.where("envs") == f"{path}:16"
     assert project.where("ports") == f"{path}:18"
     assert project.where("setup") == f"{path}:19"
-    assert project.where("remoteUser") == f"{path}:26"
+    assert project.where("remoteUser") == project.where("user") == f"{path}:26"
     assert project.where("workdir") == f"{path}:3"  # a default: the line the object opens on
     assert project.options == {k: v for k, v in project.values.items() if k != "setup"}
 
@@ -115,6 +116,28 @@ def test_a_valid_name_is_the_box_name_and_schema_is_ignored_silently(tmp_path: P
     assert values["name"] == "mnist-gpu"
     assert warnings == ()
     assert not_applied_line(warnings) is None
+
+
+def test_remote_user_names_the_box_login_and_may_come_from_the_local_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values, warnings = _load(tmp_path, remoteUser="vscode")
+    assert (values["user"], warnings) == ("vscode", ())
+    monkeypatch.setenv("USER", "alice")
+    assert _load(tmp_path, remoteUser="${localEnv:USER}")[0]["user"] == "alice"
+
+
+@pytest.mark.parametrize("name", ["root", "sshd", "Big Name"])
+def test_a_remote_user_devbox_cannot_log_in_as_is_said_and_not_used(tmp_path: Path, name: str) -> None:
+    values, warnings = _load(tmp_path, remoteUser=name)
+    assert "user" not in values
+    assert warnings == (f"remoteUser {name!r} (you log in as yourself, with sudo)",)
+
+
+def test_a_remote_user_that_is_not_text_names_its_line(tmp_path: Path) -> None:
+    path = _write(tmp_path / "proj", '{\n  "image": "x",\n  "remoteUser": 7\n}')
+    with pytest.raises(ProjectError, match=f"^{path}:3: remoteUser: must be text, not a number"):
+        load(path)
 
 
 def test_a_free_text_name_is_left_out_with_a_note(tmp_path: Path) -> None:

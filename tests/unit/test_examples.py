@@ -164,13 +164,13 @@ def test_the_devcontainer_example_imports_image_gpu_mounts_env_ports_and_setup()
         "envs": ("WANDB_MODE=offline", "DATA_DIR=/data", "PROJECT_ROOT=/workspaces/devcontainer"),
         "ports": ("8888", "6006"),
         "setup": ("pip install --user -r requirements.txt",),
+        "user": "vscode",  # remoteUser
     }
     assert warnings == (
         "runArgs --ipc",
         "mounts /home/vscode/.cache/pip (type=volume)",
         "features",
         "customizations",
-        "remoteUser",
     )
     readme = " ".join((folder / "README.md").read_text().replace("#", "").split())
     assert " ".join(devcontainer.not_applied_line(warnings).split()) in readme

@@ -71,6 +71,10 @@ def test_a_good_file_gives_up_s_options_setup_and_jobs(tmp_path: Path) -> None:
         ("cpus: -1\n", 1, "cpus: invalid --cpus"),
         ("sudo: maybe\n", 1, "sudo: must be true or false, not text"),
         ("workdir: rel\n", 1, "workdir: 'rel' is not an absolute path"),
+        ("name: a\nuser: root\n", 2, "user: --user root: a box never allows root logins"),
+        ("user: Big Name\n", 1, "user: --user 'Big Name' is not a login name"),
+        ("user: sshd\n", 1, "user: --user sshd: that is a system account"),
+        ("user: [a]\n", 1, "user: must be a login name, not a list"),
         ("setup: {a: b}\n", 1, "setup: must be a list of shell commands, not a mapping"),
         ("jobs: [a]\n", 1, "jobs: must map job names to commands"),
         ("jobs:\n  bad name: x\n", 2, "jobs.bad name: invalid job name"),
@@ -90,6 +94,10 @@ def test_every_problem_names_file_line_and_key(tmp_path: Path, body: str, line: 
     assert caught.value.message.startswith(f"{path}:{line}: "), caught.value.message
     assert message in caught.value.message
     assert caught.value.exit_code == 2
+
+
+def test_user_names_the_login_in_the_box(tmp_path: Path) -> None:
+    assert project.load(_write(tmp_path, "user: vscode\n")).options == {"user": "vscode"}
 
 
 def test_an_unknown_key_suggests_the_one_meant(tmp_path: Path) -> None:

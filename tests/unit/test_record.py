@@ -146,6 +146,7 @@ def box_container(spec, device_ids: tuple[str, ...] = ("1", "3")) -> dict:
     merged = dict(e.split("=", 1) for e in IMAGE_ENV) | env  # Docker: the container's values win
     labels = {
         "devbox.name": spec.name,
+        "devbox.owner": "alice",
         "devbox.spec": json.dumps(spec.fingerprint(), sort_keys=True),
         "devbox.share-gpus": "1" if spec.share_gpus else "0",
         "devbox.ports": ",".join(spec.ports),
@@ -388,6 +389,20 @@ def test_home_mounts_follow_the_login_to_another_host(bin_dir: Path) -> None:
         "/scratch:/scratch:rw",
         "/srv/home/bob/data:/workspace/data:ro",
     ]
+
+
+def test_a_login_name_chosen_with_user_is_recorded_and_follows_to_another_host(bin_dir: Path) -> None:
+    assert take(made_spec(), str(bin_dir)).spec.user is None  # the owner's own name: each host's own
+    rec = take(made_spec(user="vscode"), str(bin_dir))
+    assert rec.spec.user == "vscode"
+    bob = from_flags(**record.spec_flags(rec), facts=facts("/srv/home/bob", LoginUser("bob", 2000, 2000)))  # type: ignore[arg-type]
+    assert bob.user == LoginUser("vscode", 2000, 2000)
+
+
+def test_a_record_with_a_login_name_survives_the_round_trip(tmp_path: Path) -> None:
+    rec = sample(spec=SpecRecord(gpus="0", user="vscode"))
+    record.write(rec, tmp_path / "r.yaml")
+    assert record.load(tmp_path / "r.yaml") == rec
 
 
 @pytest.mark.parametrize(

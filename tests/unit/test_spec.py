@@ -320,6 +320,31 @@ def test_relative_workdir_is_refused_and_absolute_one_normalized() -> None:
     assert from_flags(name="x", image="img", workdir="/srv//work/").workdir == "/srv/work"
 
 
+def test_user_renames_the_login_and_keeps_its_uid_and_gid() -> None:
+    own = from_flags(name="x", image="img")
+    named = from_flags(name="x", image="img", user="vscode")
+    assert named.user == LoginUser("vscode", own.user.uid, own.user.gid)
+    assert named.home == "/home/vscode"
+    assert named.fingerprint()["user"] == ["vscode", own.user.uid, own.user.gid]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("root", "never allows root logins"),
+        ("Alice", "is not a login name"),
+        ("a b", "is not a login name"),
+        ("", "is not a login name"),
+        ("x" * 33, "is not a login name"),
+        ("sshd", "system account"),
+        ("nobody", "system account"),
+    ],
+)
+def test_a_user_the_box_cannot_log_in_as_is_refused(name: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        from_flags(name="x", image="img", user=name)
+
+
 def test_nvidia_visible_devices_cannot_be_set_by_env() -> None:
     with pytest.raises(UsageError, match="bypass GPU allocation"):
         parse_env("NVIDIA_VISIBLE_DEVICES=all")
