@@ -341,23 +341,22 @@ def _create_and_start(
 ) -> Container:
     import docker
 
-    # Choosing GPUs and a port, creating (which claims them in labels) and starting happen under
-    # one engine-wide lock, so concurrent `up`s of any user never take the same GPU or port, and
-    # two `up`s of the same name cannot both create it.
-    with engine.lock(allocation.LOCK, image, on_wait=progress):
+    # Choosing GPUs, creating the box (which claims them in labels) and starting it happen under
+    # one engine-wide lock, so concurrent `up`s of any user never take the same GPU. Docker keeps
+    # the rest apart by itself (see _needs_lock), so a box without GPUs skips the lock's cost.
+    have_network = network.existing(engine)
+    lock = engine.lock(allocation.LOCK, image, on_wait=progress) if _needs_lock(spec, have_network) else None
+    with lock or contextlib.nullcontext():
         if engine.boxes(owner=owner, name=spec.name):
-            raise DevboxError(
-                f"box {spec.name!r} was just created by another devbox run", "run `devbox up` again"
-            )
+            raise _raced(spec.name)
         volume = _ensure_volume(engine, owner, spec.name, undo)
-        net = network.ensure(engine)
+        net = network.NAME if have_network else network.ensure(engine)
         device_ids = allocation.choose(engine, spec)
         identity_label = "" if identity.private_path == paths.user_key_path() else str(identity.private_path)
         for attempt in range(3):
             args = _create_args(spec, owner, volume, _free_port(engine), device_ids, identity_label, net)
-            container = _docker_call(
-                f"create {spec.name}", partial(engine.client.containers.create, image, **args)
-            )
+            create = partial(engine.client.containers.create, image, **args)
+            container = _docker_call(f"create {spec.name}", create, conflict=_raced(spec.name))
             undo.append(partial(container.remove, force=True))
             files = trust.payload(spec.user.name, identity, host_key)
             _docker_call(f"set up {spec.name}", partial(container.put_archive, "/etc", files))
@@ -376,13 +375,31 @@ def _create_and_start(
     return container
 
 
-def _docker_call(what: str, call: Callable[[], T]) -> T:
-    """Run one Docker call; its refusal becomes one line (exit 2 when Docker blames the input)."""
+def _needs_lock(spec: BoxSpec, have_network: bool) -> bool:
+    """Whether creating this box needs the engine lock: only what Docker cannot keep apart does.
+
+    GPUs are chosen by reading other boxes' labels, and Docker allows two networks of one name.
+    The rest it guards itself: a container name exists once (the second create of a box gets 409,
+    see _raced), and a port chosen by two runs at once is bound by one start, the other's start
+    failing and choosing again (_create_and_start's retry).
+    """
+    return spec.gpus.kind != "none" or not have_network
+
+
+def _raced(name: str) -> DevboxError:
+    return DevboxError(f"box {name!r} was just created by another devbox run", "run `devbox up` again")
+
+
+def _docker_call(what: str, call: Callable[[], T], conflict: DevboxError | None = None) -> T:
+    """Run one Docker call; its refusal becomes one line (exit 2 when Docker blames the input),
+    `conflict` when Docker answers 409 (a name taken)."""
     import docker
 
     try:
         return call()
     except docker.errors.APIError as exc:
+        if conflict is not None and exc.status_code == 409:
+            raise conflict from None
         kind = UsageError if exc.is_client_error() else DevboxError
         raise kind(f"cannot {what}: {describe_error(exc)}") from None
 

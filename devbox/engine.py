@@ -77,8 +77,7 @@ class Engine:
                 "devbox reaches servers over ssh itself: `devbox host add NAME user@server`, then --host",
             )
         try:
-            client = docker.from_env()
-            client.ping()
+            client = docker.from_env()  # asks the engine's API version: it answers, or this fails
         except docker.errors.DockerException as exc:
             raise DevboxError(
                 f"cannot reach the Docker engine at {where}: {_why_unreachable(exc)}",
@@ -95,8 +94,7 @@ class Engine:
         remote = host.docker_socket or _socket_path(host.name, login.docker_host)
         local = tunnel.forward(remote)
         try:
-            client = docker.DockerClient(base_url=f"unix://{local}", timeout=60)
-            client.ping()
+            client = docker.DockerClient(base_url=f"unix://{local}", timeout=60)  # asks its API version
         except docker.errors.DockerException as exc:
             raise DevboxError(
                 f"cannot reach the Docker engine on {host.name} ({remote} there): {describe_error(exc)}",
@@ -247,7 +245,11 @@ class Engine:
             beat.join(timeout=LOCK_BEAT_S * 2)
             with contextlib.suppress(OSError):
                 sock.close()
-            self._remove_quietly(container.id)
+            # EOF on its stdin already ends the lock container, which removes itself; removing it
+            # too frees the name for waiters sooner, and the holder need not wait for that.
+            threading.Thread(
+                target=self._remove_quietly, args=(container.id, True), name=f"{cname}-free", daemon=True
+            ).start()
 
     def _try_lock(self, cname: str, name: str, image: str) -> tuple[Container, Any] | None:
         """Take the lock: the container and the attached stdin that keeps it alive; None if taken."""
@@ -319,14 +321,18 @@ class Engine:
             self._remove_quietly(lock["Id"])
         return ""
 
-    def _remove_quietly(self, container_id: str) -> None:
-        """Remove a container that may be gone already or being removed by another client."""
+    def _remove_quietly(self, container_id: str, background: bool = False) -> None:
+        """Remove a container that may be gone already or being removed by another client
+        (`background`: any failure too is left to the container's own auto-removal)."""
         import docker
 
         try:
             self.client.api.remove_container(container_id, force=True)
         except docker.errors.APIError as exc:
-            if exc.status_code not in (404, 409):
+            if exc.status_code not in (404, 409) and not background:
+                raise
+        except Exception:
+            if not background:
                 raise
 
 

@@ -26,32 +26,39 @@ def ensure(engine: Engine) -> str:
     `up`s never create it twice (Docker allows duplicate network names)."""
     import docker
 
+    if existing(engine):
+        return NAME
     try:
-        found = engine.client.networks.list(names=[NAME])
+        engine.client.networks.create(
+            NAME,
+            driver="bridge",
+            options={ICC_OPTION: "false"},
+            labels={L("network"): "isolated"},
+            check_duplicate=True,
+        )
+    except docker.errors.APIError as exc:
+        raise DevboxError(
+            f"cannot create the Docker network {NAME}: {describe_error(exc)}",
+            "free an address pool (`docker network prune`) or ask the server's admin",
+        ) from None
+    return NAME
+
+
+def existing(engine: Engine) -> bool:
+    """Whether the isolated network is there; DevboxError if one of its name lets containers talk."""
+    import docker
+
+    try:
+        found = engine.client.api.networks(names=[NAME])
     except docker.errors.APIError as exc:
         raise DevboxError(f"cannot list Docker networks: {describe_error(exc)}") from None
-    ours = [n for n in found if n.name == NAME]
-    if not ours:
-        try:
-            engine.client.networks.create(
-                NAME,
-                driver="bridge",
-                options={ICC_OPTION: "false"},
-                labels={L("network"): "isolated"},
-                check_duplicate=True,
-            )
-        except docker.errors.APIError as exc:
-            raise DevboxError(
-                f"cannot create the Docker network {NAME}: {describe_error(exc)}",
-                "free an address pool (`docker network prune`) or ask the server's admin",
-            ) from None
-        return NAME
-    if not isolated(ours[0].attrs):
+    ours = [n for n in found if n.get("Name") == NAME]
+    if ours and not isolated(ours[0]):
         raise DevboxError(
             f"the Docker network {NAME} exists but lets containers reach each other",
             f"remove it (`docker network rm {NAME}`, once no container uses it) and devbox recreates it",
         )
-    return NAME
+    return bool(ours)
 
 
 def isolated(attrs: dict[str, object]) -> bool:

@@ -95,23 +95,32 @@ def _agent_key(identity: Identity) -> paramiko.PKey:
     )
 
 
+# wait_ready's pacing: every try is a connection refused or closed at once until sshd listens.
+RETRY_FAST_S = 0.03
+FAST_FOR_S = 3.0
+RETRY_SLOW_S = 0.3
+DEAD_CHECK_S = 0.5
+
+
 def wait_ready(
     target: Target, identity: Identity, timeout: float, still_running: Callable[[], str | None]
 ) -> None:
     """Return once a key login succeeds; `still_running` returns why the box died, or None."""
     import paramiko
 
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     last_error = "no answer"
-    attempt = 0
-    while time.monotonic() < deadline:
-        dead = still_running()
-        if dead:
-            raise DevboxError(dead)
+    next_check = start
+    while (now := time.monotonic()) < deadline:
+        if now >= next_check:  # an engine call: not at every try
+            dead = still_running()
+            if dead:
+                raise DevboxError(dead)
+            next_check = now + DEAD_CHECK_S
         # Short first tries, longer later ones: before sshd listens, a connection through Docker's
         # proxy (or a server's ssh master) can stay open without a banner until the timeout.
-        attempt_timeout = min(5.0, 0.5 * 2**attempt)
-        attempt += 1
+        attempt_timeout = min(5.0, max(0.5, now - start))
         try:
             connect(target, identity, timeout=attempt_timeout).close()
             return
@@ -126,7 +135,9 @@ def wait_ready(
         except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
             # Docker's proxy accepts connections before sshd listens: retry until sshd answers.
             last_error = str(exc) or type(exc).__name__
-        time.sleep(0.3)
+        # sshd listens a few tenths of a second after the box starts: try often then, and less
+        # often once it is clearly slower (a first start that sets up a big home, a far host).
+        time.sleep(RETRY_FAST_S if time.monotonic() - start < FAST_FOR_S else RETRY_SLOW_S)
     raise DevboxError(f"sshd in {target.alias} did not answer within {timeout:.0f}s ({last_error})")
 
 

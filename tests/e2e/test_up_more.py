@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 
 import docker
 import pytest
@@ -79,6 +80,25 @@ def test_user_names_the_login_over_the_image_s_own_account_of_that_name(
     refused = user.devbox("up", name + "r", "--user", "root")
     assert refused.returncode == 2 and "never allows root logins" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and not devbox_containers(client, name + "r")
+    user.ok("rm", name, "--purge")
+
+
+def test_ups_of_one_name_at_once_make_one_box_and_keep_its_home(user: User, client, name) -> None:
+    # A box without GPUs takes no engine lock: Docker's unique container name keeps two `up`s of
+    # one name apart, and the one that loses must not take the winner's home volume with it.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        procs = list(pool.map(lambda _: user.devbox("up", name), range(4)))
+    for proc in procs:
+        assert proc.returncode == 0 or (
+            proc.returncode == 1 and "was just created by another devbox run" in proc.stderr
+        ), proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert sum("Created" in p.stdout for p in procs) == 1, [p.stdout for p in procs]
+    (container,) = devbox_containers(client, name)
+    assert container.status == "running"
+    (volume,) = client.volumes.list(filters={"label": f"devbox.name={name}"})
+    assert any(m.get("Name") == volume.name for m in container.attrs["Mounts"])
+    assert user.ssh(f"devbox-{name}", "touch ~/kept && echo ok").stdout == "ok\n"
     user.ok("rm", name, "--purge")
 
 
