@@ -307,11 +307,12 @@ def _up_existing(
             f"to just start it: `devbox up {spec.name}`",
         )
     box = Box.from_container(container, engine.host)
-    trust.refresh(container, box.alias, identity)
-    if not box.running:
-        progress(f"Starting {spec.name}")
-        allocation.start_checked(engine, container, share=spec.share_gpus, progress=progress)
-    _wait_ready(engine, box, identity, timeout)
+    if not (box.running and _still_trusted(engine, box, identity)):
+        trust.refresh(container, box.alias, identity)
+        if not box.running:
+            progress(f"Starting {spec.name}")
+            allocation.start_checked(engine, container, share=spec.share_gpus, progress=progress)
+        _wait_ready(engine, box, identity, timeout)
     # Ports asked for now replace the ones it was made with (they live in the ssh entry only).
     include, settings, warning = _publish(box, ssh_config, identity, spec.ports or None)
     return UpResult(get_box(engine, spec.name), False, include, settings, warning)
@@ -541,6 +542,22 @@ def _free_port(engine: Engine) -> int:
     raise DevboxError(f"no free port on 127.0.0.1 in {PORT_RANGE.start}-{PORT_RANGE.stop - 1}")
 
 
+def _still_trusted(engine: Engine, box: Box, identity: Identity) -> bool:
+    """Whether a running box takes `identity` and shows the host key pinned for it, tried with one
+    login. Then `up` has nothing to re-read from the box (trust.refresh, an archive read that costs
+    the engine more than the login); otherwise it re-pins and authorizes through the Docker API,
+    as ever, and logs in again."""
+    try:
+        sshclient.connect(_target(engine, box), identity, timeout=2.0).close()
+    except Exception:  # any reason at all: the full path below finds and reports it
+        return False
+    return True
+
+
+def _target(engine: Engine, box: Box) -> sshclient.Target:
+    return sshclient.Target(box.alias, box.port, box.user, proxy=engine.proxy_command(box.port))
+
+
 def _wait_ready(engine: Engine, box: Box, identity: Identity, timeout: float) -> None:
     import docker
 
@@ -554,8 +571,7 @@ def _wait_ready(engine: Engine, box: Box, identity: Identity, timeout: float) ->
         return f"box {box.name} stopped while starting ({status})"
 
     try:
-        target = sshclient.Target(box.alias, box.port, box.user, proxy=engine.proxy_command(box.port))
-        sshclient.wait_ready(target, identity, timeout, why_dead)
+        sshclient.wait_ready(_target(engine, box), identity, timeout, why_dead)
     except DevboxError as exc:
         try:
             log = _log_tail(engine.client.containers.get(box.container_id))

@@ -484,14 +484,17 @@ def ssh(name: str, command: tuple[str, ...], host: str | None, ssh_config: Path 
     """
     from devbox import boxes, sshconfig
 
-    box = boxes.get_box(_engine(host, box=name, ssh_config=ssh_config), name)
-    if not box.running:
-        raise DevboxError(f"box {name!r} is {box.status}", f"start it with `devbox start {name}`")
     if shutil.which("ssh") is None:
         raise DevboxError("the OpenSSH client (ssh) is not installed", "install openssh-client")
+    base = sshconfig.ssh_command(sshconfig.host_alias(name), user_config=ssh_config)
+    if not sshconfig.master_up(base):
+        # No live connection to it: ask its engine, which says so if the box is not running.
+        box = boxes.get_box(_engine(host, box=name, ssh_config=ssh_config), name)
+        if not box.running:
+            raise DevboxError(f"box {name!r} is {box.status}", f"start it with `devbox start {name}`")
+        base = sshconfig.ssh_command(box.alias, user_config=ssh_config)
     remote = [command[0]] if len(command) == 1 else ([shlex.join(command)] if command else [])
-    argv = sshconfig.ssh_command(box.alias, user_config=ssh_config) + remote
-    _exec(argv)
+    _exec(base + remote)
 
 
 def _exec(argv: list[str]) -> NoReturn:

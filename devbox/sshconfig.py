@@ -254,6 +254,20 @@ def ssh_command(alias: str, *, user_config: Path | None = None) -> list[str]:
     return ["ssh", *(["-F", str(config)] if config else []), alias]
 
 
+def master_up(argv: list[str]) -> bool:
+    """Whether the shared connection `argv` (ssh_command's) would ride is up: `ssh -O check`, a
+    question to the local master process. A box whose master is up is running and takes the key,
+    so `devbox ssh` need not ask its engine first (a tenth of a second)."""
+    import subprocess
+
+    check = [*argv[:-1], "-O", "check", argv[-1]]
+    try:
+        done = subprocess.run(check, stdin=subprocess.DEVNULL, capture_output=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
 def ssh_config_arg(user_config: Path | None = None) -> Path | None:
     """The user's ssh config as `ssh -F` must be told it; None when ssh finds it by itself
     (ssh looks in the password database's home, not $HOME) or it does not exist."""

@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import docker
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from .conftest import User, box_container, devbox_containers
 
@@ -99,6 +101,33 @@ def test_ups_of_one_name_at_once_make_one_box_and_keep_its_home(user: User, clie
     (volume,) = client.volumes.list(filters={"label": f"devbox.name={name}"})
     assert any(m.get("Name") == volume.name for m in container.attrs["Mounts"])
     assert user.ssh(f"devbox-{name}", "touch ~/kept && echo ok").stdout == "ok\n"
+    user.ok("rm", name, "--purge")
+
+
+def test_up_of_a_running_box_re_pins_a_stale_host_key_and_re_authorizes_a_removed_key(
+    user: User, client, name
+) -> None:
+    # `up` of a running box first just logs in; when that fails it re-reads both through the API.
+    user.ok("up", name)
+    alias = f"devbox-{name}"
+    box_key = user.pinned_host_key(alias)
+    pins = user.home / ".config" / "devbox" / "known_hosts"
+    other = (  # a real key, so the first login is refused for the key, not for a malformed pin
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+        .split()[1]
+    )
+    pins.write_text(pins.read_text().replace(box_key[1], other))
+    assert user.pinned_host_key(alias) == ("ssh-ed25519", other)
+    assert "Ready" in user.ok("up", name).stdout
+    assert user.pinned_host_key(alias) == box_key
+    box = box_container(client, name)
+    assert box.exec_run(["sh", "-c", ": > /etc/devbox/authorized_keys"]).exit_code == 0
+    assert user.ssh(alias, "true").returncode != 0  # a fresh connection is turned down now
+    assert "Ready" in user.ok("up", name).stdout
+    assert user.ssh(alias, "echo back").stdout == "back\n"
     user.ok("rm", name, "--purge")
 
 
