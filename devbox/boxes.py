@@ -548,13 +548,14 @@ def _still_trusted(engine: Engine, box: Box, identity: Identity) -> bool:
     the engine more than the login); otherwise it re-pins and authorizes through the Docker API,
     as ever, and logs in again."""
     try:
-        sshclient.connect(_target(engine, box), identity, timeout=2.0).close()
+        sshclient.connect(login_target(engine, box), identity, timeout=2.0).close()
     except Exception:  # any reason at all: the full path below finds and reports it
         return False
     return True
 
 
-def _target(engine: Engine, box: Box) -> sshclient.Target:
+def login_target(engine: Engine, box: Box) -> sshclient.Target:
+    """Where paramiko logs in to `box`: its port on the host's 127.0.0.1, through the server's master."""
     return sshclient.Target(box.alias, box.port, box.user, proxy=engine.proxy_command(box.port))
 
 
@@ -571,7 +572,7 @@ def _wait_ready(engine: Engine, box: Box, identity: Identity, timeout: float) ->
         return f"box {box.name} stopped while starting ({status})"
 
     try:
-        sshclient.wait_ready(_target(engine, box), identity, timeout, why_dead)
+        sshclient.wait_ready(login_target(engine, box), identity, timeout, why_dead)
     except DevboxError as exc:
         try:
             log = _log_tail(engine.client.containers.get(box.container_id))

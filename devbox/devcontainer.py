@@ -372,11 +372,10 @@ class _Reader:
         """remoteUser names the box's login (UID/GID stay the server login's, as always); one devbox
         cannot be (root, an image's system account) is said in the warning line and not used."""
         from devbox.spec import parse_user
-        from devbox.users import LoginUser
 
         name = self.text(key, value, 'e.g. "vscode"')
         try:
-            self.set("user", parse_user(name, LoginUser(name, 1000, 1000)).name, key)
+            self.set("user", parse_user(name), key)
         except UsageError:
             self.warnings.append(f"remoteUser {name!r} (you log in as yourself, with sudo)")
 

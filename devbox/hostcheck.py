@@ -234,9 +234,8 @@ def _box_login(engine: Engine, box: Box) -> Check:
     what = f"box {box.name}"
     if not box.running:
         return Check(what, WARN, f"{box.status}", f"`devbox start {box.name}`")
-    target = sshclient.Target(box.alias, box.port, box.user, proxy=engine.proxy_command(box.port))
     try:
-        sshclient.connect(target, boxes.identity_of(box), timeout=10).close()
+        sshclient.connect(boxes.login_target(engine, box), boxes.identity_of(box), timeout=10).close()
     except DevboxError as exc:
         return Check(what, FAIL, exc.message, exc.hint or f"`devbox up {box.name}` re-pins and re-authorizes")
     except Exception as exc:  # paramiko's many ways to say no

@@ -377,10 +377,9 @@ def _read_workdir(project: Project, key: str, node: Any) -> None:
 
 def _read_user(project: Project, key: str, node: Any) -> None:
     from devbox.spec import parse_user
-    from devbox.users import LoginUser
 
     value = _scalar(project, key, node, (str,), "a login name")
-    project.values["user"] = _check(project, key, lambda: parse_user(value, LoginUser("x", 1000, 1000)).name)
+    project.values["user"] = _check(project, key, lambda: parse_user(value))
 
 
 def _list_of_text(project: Project, key: str, node: Any, what: str) -> list[tuple[str, int]]:

@@ -274,9 +274,9 @@ def parse_mount(text: str, facts: HostFacts | None = None, *, sudo: bool = False
     return Mount(source, os.path.normpath(parts[1]), mode == "ro")
 
 
-def parse_user(name: str, login: LoginUser) -> LoginUser:
-    """--user NAME: the box's login under that name (devcontainer.json's remoteUser), keeping the
-    server login's UID/GID so files on mounts stay theirs."""
+def parse_user(name: str) -> str:
+    """--user NAME (devcontainer.json's remoteUser): a name the box's login can take; from_flags
+    keeps the server login's UID/GID with it, so files on mounts stay theirs."""
     if name == "root":
         raise UsageError("--user root: a box never allows root logins", "log in as yourself; sudo gives root")
     if not users.is_login_name(name):
@@ -287,7 +287,7 @@ def parse_user(name: str, login: LoginUser) -> LoginUser:
     if users.is_system_name(name):
         # The entrypoint replaces the image's account of that name: sshd's own user, say.
         raise UsageError(f"--user {name}: that is a system account in images", "pick another, e.g. vscode")
-    return LoginUser(name, login.uid, login.gid)
+    return name
 
 
 def parse_env(text: str) -> tuple[str, str]:
@@ -388,7 +388,7 @@ def from_flags(
         raise UsageError(f"--workdir {workdir!r} holds a control character", "e.g. /workspace")
     built = _build_of(build)
     facts = facts or HostFacts.local()
-    user = facts.user if user is None else parse_user(user, facts.user)
+    user = facts.user if user is None else LoginUser(parse_user(user), facts.user.uid, facts.user.gid)
     parsed_mounts = tuple(parse_mount(m, facts, sudo=sudo) for m in mounts)
     _check_mount_targets(parsed_mounts, f"/home/{user.name}")
     return BoxSpec(
