@@ -11,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from devbox import __version__, allocation, gpus, network, paths, sshclient, sshconfig, trust, vscode
+from devbox import __version__, allocation, deps, gpus, network, paths, sshclient, sshconfig, trust, vscode
 from devbox.allocation import RUNNING_STATES
 from devbox.engine import Engine, L, describe_error
 from devbox.errors import DevboxError, NotFoundError, UsageError
@@ -261,6 +261,7 @@ def up(
     allocation.choose(engine, spec)
     layer = ensure_image(engine, spec.image, progress)
     host_key = generate_ed25519(f"devbox-{spec.name}")
+    deps.preload("paramiko")  # for the readiness login, while Docker creates and starts the box
     undo: list[Callable[[], None]] = []  # run in reverse if anything below fails
     try:
         container = _create_and_start(engine, spec, owner, layer.tag, identity, host_key, undo, progress)

@@ -136,16 +136,20 @@ def validate_socket(path: str) -> str:
 
 def load() -> HostsConfig:
     """The configured hosts; an absent file is no hosts. A damaged file is an error naming it."""
-    import yaml
-
     path = config_path()
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
     except FileNotFoundError:
-        return HostsConfig()
+        return HostsConfig()  # no hosts: no YAML parser to import (every command asks)
     except OSError as exc:
         raise _config_dir_error(f"cannot read {path}", exc, "fix or delete the file") from None
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+    except UnicodeDecodeError as exc:
+        raise DevboxError(f"cannot read {path}: {_first_line(exc)}", "fix or delete the file") from None
+    import yaml
+
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
         raise DevboxError(f"cannot read {path}: {_first_line(exc)}", "fix or delete the file") from None
     try:
         hosts = tuple(

@@ -18,7 +18,7 @@ from devbox.engine import LABEL_PREFIX, Engine, describe_error
 from devbox.errors import DevboxError, UsageError
 from devbox.spec import Build
 
-LAYER_FILES = ("Dockerfile", "install.sh", "entrypoint.sh")
+LAYER_FILES = ("Dockerfile", "install.sh", "entrypoint.sh", "algorithms.sh", "sshd_config.in")
 IMAGE_REPO = "devbox-layer"
 BUILD_REPO = "devbox-build"  # base images built from a project's Dockerfile
 

@@ -225,12 +225,17 @@ def _exec(engine: Engine, box: Box, script: str, *args: str) -> tuple[int, bytes
     return code, out or b"", err or b""
 
 
-def _stream(engine: Engine, box: Box, script: str, *args: str) -> Iterator[bytes]:
+def _stream(
+    engine: Engine, box: Box, script: str, *args: str, stderr: list[bytes] | None = None
+) -> Iterator[bytes]:
+    """The script's stdout as it comes; its stderr is kept in `stderr` when given."""
     exec_id = _exec_create(engine, box, script, args)
     try:
-        for out, _err in engine.client.api.exec_start(exec_id, stream=True, demux=True):
+        for out, err in engine.client.api.exec_start(exec_id, stream=True, demux=True):
             if out:
                 yield out
+            if err and stderr is not None:
+                stderr.append(err)
         code = engine.client.api.exec_inspect(exec_id)["ExitCode"]
     except DevboxError:
         raise
@@ -272,7 +277,12 @@ def run(engine: Engine, box: Box, req: JobRequest) -> Job:
     if code != 0:
         detail = err.decode(errors="replace").strip()
         raise DevboxError(f"cannot start the job in box {box.name}" + (f": {detail}" if detail else ""))
-    return get(engine, box, out.decode().strip())
+    record = out.rpartition(b"\x1e")[0]
+    if not record:
+        raise DevboxError(
+            f"the job started in box {box.name} but did not report back", f"`devbox jobs {box.name}` lists it"
+        )
+    return _parse(box.name, record)
 
 
 def list_jobs(engine: Engine, box: Box, names: Iterable[str] = ()) -> list[Job]:
@@ -370,8 +380,13 @@ def follow(
 ) -> Job:
     """Write the job's log as it grows until the job ends; return the ended job."""
     check_name(name)
-    for chunk in _stream(engine, box, "logs.sh", name, check_lines(lines), "1"):
+    stderr: list[bytes] = []
+    for chunk in _stream(engine, box, "logs.sh", name, check_lines(lines), "1", stderr=stderr):
         write(chunk.replace(b"\r\n", b"\n"))
+    # logs.sh ends with the ended job's record after a GS; a stream cut short has none: ask the box.
+    record = b"".join(stderr).rpartition(b"\x1d")[2]
+    if record.endswith(b"\x1e"):
+        return _parse(box.name, record[:-1])
     return get(engine, box, name)
 
 

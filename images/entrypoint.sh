@@ -12,9 +12,17 @@ run=/run/devbox
 
 mountinfo=/proc/self/mountinfo
 
-# Where path $1 really is: every symlink in it resolved, as a write through it would go. The
-# image may link /etc/profile.d (say) into a directory a --mount fills. A path that does not exist
-# yet is resolved through its deepest existing parent; a link that dangles, through its target.
+# The box's mount points but /, one per line, escaped as mountinfo writes them (' ' as \040, '\'
+# as \134, tab and newline too, so none holds a newline). Read once: this script mounts nothing,
+# and it checks every path it writes (a fork or two per path, not ten: a start is waited for).
+read_mounts() {
+    mounts=$(awk '$5 != "/" { print $5 }' "$mountinfo")
+}
+
+# Where path $1 really is, into REAL: every symlink in it resolved, as a write through it would
+# go. The image may link /etc/profile.d (say) into a directory a --mount fills. A path that does
+# not exist yet is resolved through its deepest existing parent; a link that dangles, through its
+# target. Fails on a symlink loop.
 real_path() {
     rp_path=$1
     rp_rest=""
@@ -31,7 +39,7 @@ real_path() {
         elif [ -e "$rp_path" ]; then
             rp_path=$(readlink -f "$rp_path") || return 1
             rp_path=${rp_path%/}$rp_rest
-            printf '%s\n' "${rp_path:-/}"
+            REAL=${rp_path:-/}
             return 0
         else
             case $rp_path in /*) ;; *) return 1 ;; esac
@@ -42,52 +50,78 @@ real_path() {
     done
 }
 
-# The mount point that holds path $1 (the path itself or a parent), other than / and the
-# allowed mount $2; fails when there is none. Both are compared where they really are (symlinks
-# resolved); a path that cannot be resolved counts as mounted. /proc/self/mountinfo escapes ' '
-# and '\' (paths here hold no other characters it escapes: --workdir refuses control characters).
+# Whether path $1 is held by a mount point (the path itself or a parent) other than / and the
+# allowed mount $2: MOUNT names it (escaped). Both are compared where they really are (symlinks
+# resolved); a path that cannot be resolved counts as mounted, with UNRESOLVED=1.
 mount_of() {
-    mo_path=$(real_path "$1") || {
-        printf '%s\n' "$1"
+    UNRESOLVED=""
+    MOUNT=$1
+    if ! real_path "$1"; then
+        UNRESOLVED=1
         return 0
-    }
+    fi
+    mo_path=$REAL
     mo_allowed=""
     if [ -n "${2:-}" ]; then
-        mo_allowed=$(real_path "$2") || mo_allowed=$2
+        mo_allowed=$2
+        if real_path "$2"; then
+            mo_allowed=$REAL
+        fi
     fi
-    MOUNT_PATH=$(printf '%s' "$mo_path" | sed 's/\\/\\134/g; s/ /\\040/g') \
-        MOUNT_ALLOWED=$(printf '%s' "$mo_allowed" | sed 's/\\/\\134/g; s/ /\\040/g') awk '
-        function unescaped(s, out, i, code) {
-            while ((i = index(s, "\\")) > 0) {
-                code = substr(s, i + 1, 1) * 64 + substr(s, i + 2, 1) * 8 + substr(s, i + 3, 1)
-                out = out substr(s, 1, i - 1) sprintf("%c", code)
-                s = substr(s, i + 4)
-            }
-            return out s
+    case $mo_path$mo_allowed in
+    *[\\\ ]*) # escaped as mountinfo is (devbox's own paths hold neither: rare)
+        mo_path=$(printf '%s' "$mo_path" | sed 's/\\/\\134/g; s/ /\\040/g')
+        mo_allowed=$(printf '%s' "$mo_allowed" | sed 's/\\/\\134/g; s/ /\\040/g')
+        ;;
+    esac
+    mo_ifs=$IFS
+    IFS='
+'
+    set -f
+    for MOUNT in $mounts; do
+        [ "$MOUNT" != "$mo_allowed" ] || continue
+        case $mo_path/ in
+        "$MOUNT"/*)
+            IFS=$mo_ifs
+            set +f
+            return 0
+            ;;
+        esac
+    done
+    IFS=$mo_ifs
+    set +f
+    return 1
+}
+
+# A mount point as the user named it: mountinfo's octal escapes undone (for messages).
+unescaped() {
+    printf '%s\n' "$1" | awk '{
+        s = $0
+        out = ""
+        while ((i = index(s, "\\")) > 0) {
+            code = substr(s, i + 1, 1) * 64 + substr(s, i + 2, 1) * 8 + substr(s, i + 3, 1)
+            out = out substr(s, 1, i - 1) sprintf("%c", code)
+            s = substr(s, i + 4)
         }
-        BEGIN { p = ENVIRON["MOUNT_PATH"]; allowed = ENVIRON["MOUNT_ALLOWED"] }
-        $5 != "/" && $5 != allowed && (p == $5 || index(p, $5 "/") == 1) {
-            print unescaped($5)
-            found = 1
-            exit
-        }
-        END { exit !found }' "$mountinfo"
+        print out s
+    }'
 }
 
 # A --mount puts the host's files into the box: this script runs as root and must never write
 # through one, so every path it writes is checked here first (a mount slipped past devbox's checks,
 # or a symlink in the image leads into one).
 refuse_mounted() {
-    if ! real_path "$1" >/dev/null; then
+    mount_of "$@" || return 0
+    if [ -n "$UNRESOLVED" ]; then
         printf 'devbox: cannot write %s: its symlinks do not resolve (a loop in the image?)\n' "$1" >&2
-        exit 1
+    else
+        printf 'devbox: cannot write %s: %s is mounted from the host; remove that --mount\n' \
+            "$1" "$(unescaped "$MOUNT")" >&2
     fi
-    if mp=$(mount_of "$@"); then
-        printf 'devbox: cannot write %s: %s is mounted from the host; remove that --mount\n' "$1" "$mp" >&2
-        exit 1
-    fi
+    exit 1
 }
 
+read_mounts
 refuse_mounted "$conf"
 refuse_mounted "$run"
 
@@ -174,7 +208,7 @@ chmod 0750 "$home"
 workdir=${DEVBOX_WORKDIR:-}
 if [ -n "$workdir" ] && [ -d "$workdir" ] && [ -z "$(ls -A "$workdir")" ] &&
     [ "$(stat -c %u "$workdir")" = 0 ] && [ -z "$(find "$workdir" -maxdepth 0 -perm -o+w)" ] &&
-    ! mount_of "$workdir" >/dev/null; then
+    ! mount_of "$workdir"; then
     chown "$DEVBOX_UID:$DEVBOX_GID" "$workdir"
 fi
 
@@ -222,26 +256,27 @@ mkdir -p /run/sshd
 chmod 0755 /run/sshd
 
 # sshd_config lists the algorithms devbox wants, post-quantum key exchange first; keep those this
-# sshd knows, so older base images still start (a keyword left with none gets sshd's defaults).
+# sshd knows (a keyword left with none gets sshd's defaults). The layer's build found them out for
+# the sshd_config it carries (algorithms.sh); another one is tried now.
 config="$run/sshd_config"
 refuse_mounted "$config"
 (umask 077 && grep -Ev '^(KexAlgorithms|Ciphers|MACs)[[:space:]]' "$conf/sshd_config" >"$config")
-for keyword in KexAlgorithms Ciphers MACs; do
-    wanted=$(awk -v k="$keyword" '$1 == k { print $2; exit }' "$conf/sshd_config")
-    [ -n "$wanted" ] || continue
-    known=$wanted
-    if ! /usr/sbin/sshd -t -f "$config" -o "$keyword=$wanted" 2>/dev/null; then
-        known=""
-        unknown=""
-        for name in $(printf '%s' "$wanted" | tr ',' ' '); do
-            if /usr/sbin/sshd -t -f "$config" -o "$keyword=$name" 2>/dev/null; then
-                known="${known:+$known,}$name"
-            else
-                unknown="${unknown:+$unknown,}$name"
-            fi
-        done
-        echo "devbox: this sshd lacks $unknown; $keyword: ${known:-its defaults}" >&2
+lib=/usr/local/lib/devbox
+wanted=$(awk '$1 ~ /^(KexAlgorithms|Ciphers|MACs)$/ { print $1, $2 }' "$conf/sshd_config")
+if [ -r "$lib/sshd_algorithms" ] && [ "$(awk '{ print $1, $2 }' "$lib/sshd_algorithms")" = "$wanted" ]; then
+    answers=$(cat "$lib/sshd_algorithms")
+else
+    answers=$(sh "$lib/algorithms.sh" "$config" "$conf/sshd_config")
+fi
+while read -r keyword _wanted known unknown; do
+    [ -n "$keyword" ] || continue
+    if [ "$unknown" != - ]; then
+        shown=$known
+        [ "$shown" != - ] || shown="its defaults"
+        echo "devbox: this sshd lacks $unknown; $keyword: $shown" >&2
     fi
-    [ -z "$known" ] || echo "$keyword $known" >>"$config"
-done
+    [ "$known" = - ] || echo "$keyword $known" >>"$config"
+done <<EOF
+$answers
+EOF
 exec /usr/sbin/sshd -D -e -f "$config"

@@ -1,4 +1,5 @@
-# devbox run: start one job in a detached tmux session. Args: NAME (empty: job-N) META CMD CWD WRAPPER.
+# devbox run: start one job in a detached tmux session and print its record (job_record).
+# Args: NAME (empty: job-N) META CMD CWD WRAPPER.
 # Exit 73: a job of that name is running; 71: no tmux; 74/75: could not set up or start it.
 name=$1 meta=$2 cmd=$3 cwd=$4 wrapper=$5
 command -v tmux >/dev/null 2>&1 || { echo "this box has no tmux" >&2; exit 71; }
@@ -46,4 +47,11 @@ if ! tmux new-session -d -s "$name" -x 200 -y 50 -c "$dir" "exec sh ./run.sh"; t
 fi
 tmux pipe-pane -t "=$name:" -o "exec cat >>'$quoted'" || { tmux kill-session -t "=$name"; rm -rf "$dir"; exit 75; }
 tmux wait-for -S "devbox-go-$name"
-printf '%s\n' "$name"
+# Its record, once the wrapper wrote its start (a moment after the signal; at most 1 s): devbox
+# reports the job from this, without asking the box again.
+i=0
+while [ ! -e "$dir/pid" ] && [ ! -e "$dir/status" ] && [ $i -lt 100 ]; do
+    sleep 0.01
+    i=$((i + 1))
+done
+job_record "$name"

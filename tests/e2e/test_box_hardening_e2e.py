@@ -182,7 +182,17 @@ def test_sshd_audits_clean_with_post_quantum_key_exchange_first(user: User, envb
     assert all(m["algorithm"].endswith("-etm@openssh.com") for m in report["mac"])
     # Debian 12's OpenSSH 9.2 has no ML-KEM: the box dropped that name instead of failing to start.
     assert "mlkem768x25519-sha256" not in kex
-    assert "lacks mlkem768x25519-sha256" in box_container(client, "hardened").logs().decode()
+    container = box_container(client, "hardened")
+    assert "lacks mlkem768x25519-sha256" in container.logs().decode()
+    # The layer's build recorded which names this sshd knows; asking sshd now gives the same answer,
+    # which is what a box whose sshd_config wants other names does at its start.
+    recorded = container.exec_run(["cat", "/usr/local/lib/devbox/sshd_algorithms"])
+    asked = container.exec_run(
+        ["sh", "/usr/local/lib/devbox/algorithms.sh", "/run/devbox/sshd_config", "/etc/devbox/sshd_config"]
+    )
+    assert recorded.exit_code == 0 == asked.exit_code, (recorded.output, asked.output)
+    assert recorded.output == asked.output
+    assert recorded.output.decode().splitlines()[0].endswith(" mlkem768x25519-sha256")
     # ...and both kinds of client still get in.
     assert user.ssh("devbox-hardened", "true").returncode == 0
     user.paramiko(envbox).close()

@@ -180,7 +180,9 @@ except SystemExit as exc:
     code = exc.code
 else:
     code = 0
-heavy = sorted(m for m in ("docker", "paramiko", "invoke", "textual") if sys.modules.get(m))
+heavy = sorted(
+    m for m in ("docker", "paramiko", "invoke", "textual", "yaml", "charset_normalizer") if sys.modules.get(m)
+)
 print("RESULT", code, ",".join(heavy) or "-", file=sys.stderr)
 """
 
@@ -201,7 +203,8 @@ def test_help_and_usage_errors_import_no_docker_paramiko_or_textual(home: Path, 
 
 
 def test_ls_imports_the_docker_sdk_without_its_ssh_transport_paramiko_or_textual(home: Path) -> None:
-    # docker-py imports paramiko for ssh:// engines devbox never uses: 0.1 s of every command.
+    # docker-py imports paramiko for ssh:// engines devbox never uses: 0.1 s of every command;
+    # requests, a character-set detector; with no hosts.yaml there is no YAML to parse.
     code, heavy = heavy_modules(home, ["ls"])
     assert code == "1"
     assert heavy == {"docker"}
@@ -217,6 +220,16 @@ def test_paramiko_still_loads_where_devbox_logs_in_without_invoke_or_docker_s_ss
     )
     proc = python_in(home, code)
     assert proc.stdout.split() == ["[]", "SSHClient", "from_env"], proc.stderr
+
+
+def test_requests_decodes_the_engine_s_text_without_a_detector_and_without_a_warning(home: Path) -> None:
+    code = (
+        "import sys, devbox, docker, requests; r = requests.Response(); r._content = 'Grüße ✓'.encode(); "
+        "print(sys.modules.get('charset_normalizer'), r.text == 'Grüße ✓', r.apparent_encoding)"
+    )
+    proc = run_in(home, [sys.executable, "-W", "error", "-c", code])  # a warning would be an error
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["None", "True", "utf-8"]
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])

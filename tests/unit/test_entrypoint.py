@@ -59,8 +59,9 @@ class Box:
             escaped = str(mp).replace("\\", "\\134").replace(" ", "\\040")
             lines.append(f"{100 + i} 22 8:1 /src{i} {escaped} rw,relatime - ext4 /dev/sda1 rw")
         info.write_text("\n".join(lines) + "\n")
-        script = "set -eu\nmountinfo=$1\nshift\n" + functions("real_path", "mount_of", "refuse_mounted")
-        script += '\nrefuse_mounted "$@"\n'
+        script = "set -eu\nmountinfo=$1\nshift\n"
+        script += functions("read_mounts", "real_path", "mount_of", "unescaped", "refuse_mounted")
+        script += '\nread_mounts\nrefuse_mounted "$@"\n'
         paths = [str(self.path(a)) for a in args]
         return subprocess.run(
             [shell, "-c", script, "entrypoint", str(info), *paths], capture_output=True, text=True, timeout=10

@@ -22,7 +22,7 @@ from devbox.spec import BoxSpec, LoginUser
 from devbox.trust import payload
 
 BASE_ID = "sha256:" + "ab" * 32
-SCRIPTS = ("entrypoint.sh", "install.sh")
+SCRIPTS = ("entrypoint.sh", "install.sh", "algorithms.sh")
 SHELLS = [sh for sh in ("sh", "dash") if shutil.which(sh)]
 
 
@@ -33,9 +33,10 @@ def package_file(name: str) -> bytes:
 # --- the layer -------------------------------------------------------------------------------
 
 
-def test_layer_files_are_the_dockerfile_and_both_scripts() -> None:
+def test_layer_files_are_the_dockerfile_the_scripts_and_the_sshd_config() -> None:
     files = layer_files()
-    assert set(files) == {"Dockerfile", "install.sh", "entrypoint.sh"} == set(LAYER_FILES)
+    assert set(files) == {"Dockerfile", "install.sh", "entrypoint.sh", "algorithms.sh", "sshd_config.in"}
+    assert set(files) == set(LAYER_FILES)
     assert all(files[name] == package_file(name) and files[name] for name in files)
 
 
