@@ -279,7 +279,7 @@ def up(
                     step()
         raise
     include, settings, warning = _publish(box, ssh_config, identity, spec.ports)
-    return UpResult(get_box(engine, spec.name, owner), True, include, settings, warning)
+    return UpResult(box, True, include, settings, warning)  # as inspected once it started
 
 
 def _up_existing(
@@ -314,9 +314,10 @@ def _up_existing(
             progress(f"Starting {spec.name}")
             allocation.start_checked(engine, container, share=spec.share_gpus, progress=progress)
         _wait_ready(engine, box, identity, timeout)
+        box = get_box(engine, spec.name)  # as it is now it runs (a box that ran is as it was listed)
     # Ports asked for now replace the ones it was made with (they live in the ssh entry only).
     include, settings, warning = _publish(box, ssh_config, identity, spec.ports or None)
-    return UpResult(get_box(engine, spec.name), False, include, settings, warning)
+    return UpResult(box, False, include, settings, warning)
 
 
 def _digested(entry: str) -> str:
@@ -349,7 +350,9 @@ def _create_and_start(
     have_network = network.existing(engine)
     lock = engine.lock(allocation.LOCK, image, on_wait=progress) if _needs_lock(spec, have_network) else None
     with lock or contextlib.nullcontext():
-        if engine.boxes(owner=owner, name=spec.name):
+        # Under the lock, a box made since up() looked is seen here; without it, Docker's 409 on
+        # the create below says the same.
+        if lock is not None and engine.boxes(owner=owner, name=spec.name):
             raise _raced(spec.name)
         volume = _ensure_volume(engine, owner, spec.name, undo)
         net = network.NAME if have_network else network.ensure(engine)
@@ -755,7 +758,7 @@ def rm(engine: Engine, name: str, *, purge: bool = False, ssh_config: Path | Non
     if purge:
         remove_builds(engine, engine.owner, name)
         try:
-            engine.client.volumes.get(volume).remove(force=True)
+            engine.client.api.remove_volume(volume, force=True)  # one call: no look first
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:

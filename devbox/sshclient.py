@@ -111,7 +111,7 @@ def wait_ready(
     start = time.monotonic()
     deadline = start + timeout
     last_error = "no answer"
-    next_check = start
+    next_check = start + DEAD_CHECK_S  # the caller just started the box: it ran a moment ago
     while (now := time.monotonic()) < deadline:
         if now >= next_check:  # an engine call: not at every try
             dead = still_running()

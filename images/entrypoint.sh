@@ -218,22 +218,24 @@ fi
 # /etc/profile resets PATH. env.sh may hold --env secrets: only root and the user's group can
 # read it.
 #
-# env_lines prints one `export NAME='value'` line per variable a session gets. Single quotes carry
-# every value exactly, control characters included (--env refuses newlines; an image variable
-# holding one is left out).
+# env_lines prints one `export NAME='value'` line per variable a session gets, sorted. Single
+# quotes carry every value exactly, control characters included (--env refuses newlines; an image
+# variable holding one is left out). One awk reads them all: a start is waited for.
 env_lines() {
-    for name in $(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' | sort -u); do
-        case $name in
-        HOME | HOSTNAME | PWD | OLDPWD | SHLVL | TERM | USER | LOGNAME | SHELL | MAIL | _ | DEVBOX_*)
-            continue
-            ;;
-        esac
-        value=$(printenv "$name") || continue
-        case $value in *"
-"*) continue ;; esac
-        sq=$(printf '%s' "$value" | sed "s/'/'\\\\''/g")
-        printf "export %s='%s'\n" "$name" "$sq"
-    done
+    awk -v q="'" 'BEGIN {
+        skip = "^(HOME|HOSTNAME|PWD|OLDPWD|SHLVL|TERM|USER|LOGNAME|SHELL|MAIL|_|DEVBOX_.*)$"
+        for (name in ENVIRON) {
+            if (name !~ /^[A-Za-z_][A-Za-z0-9_]*$/ || name ~ skip) continue
+            value = ENVIRON[name]
+            if (index(value, "\n")) continue
+            quoted = ""
+            while ((i = index(value, q)) > 0) {
+                quoted = quoted substr(value, 1, i - 1) q "\\" q q
+                value = substr(value, i + 1)
+            }
+            print "export " name "=" q quoted value q
+        }
+    }' | sort
 }
 
 mkdir -p "$run"
