@@ -385,7 +385,7 @@ def follow(
         write(chunk.replace(b"\r\n", b"\n"))
     # logs.sh ends with the ended job's record after a GS; a stream cut short has none: ask the box.
     record = b"".join(stderr).rpartition(b"\x1d")[2]
-    if record.endswith(b"\x1e"):
+    if record.endswith(b"\x1e") and record.count(b"\x1f") == 6:
         return _parse(box.name, record[:-1])
     return get(engine, box, name)
 

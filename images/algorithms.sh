@@ -5,8 +5,10 @@
 #                                 listing the algorithms. Prints per keyword one line:
 #                                 KEYWORD WANTED KNOWN UNKNOWN (comma lists, - for none).
 #   algorithms.sh --record        at the layer's build: those lines for the sshd_config.in beside
-#                                 this script, into sshd_algorithms there. The entrypoint reads them
-#                                 rather than asking sshd at every start (one `sshd -t` per name).
+#                                 this script, into sshd_algorithms there, after a line naming the
+#                                 sshd binary (`sshd CRC SIZE`). The entrypoint reads them rather
+#                                 than asking sshd at every start (one `sshd -t` per name), while
+#                                 both the binary and the wanted names are the same.
 set -eu
 lib=/usr/local/lib/devbox
 
@@ -43,7 +45,10 @@ made_run=""
 if ssh-keygen -q -t ed25519 -N '' -f "$tmp/host_key" >/dev/null 2>&1 &&
     printf 'HostKey %s\n' "$tmp/host_key" >"$tmp/sshd_config" &&
     /usr/sbin/sshd -t -f "$tmp/sshd_config" 2>/dev/null; then
-    answer "$tmp/sshd_config" "$lib/sshd_config.in" >"$lib/sshd_algorithms"
+    {
+        echo "sshd $(cksum </usr/sbin/sshd)"
+        answer "$tmp/sshd_config" "$lib/sshd_config.in"
+    } >"$lib/sshd_algorithms"
     cat "$lib/sshd_algorithms"
 else
     echo "devbox: cannot try sshd here; the box will at its start"

@@ -5,6 +5,37 @@
 set -eu
 
 : "${DEVBOX_USER:?DEVBOX_USER is not set}" "${DEVBOX_UID:?}" "${DEVBOX_GID:?}"
+
+# ssh sessions do not inherit the container's environment. sshd runs /etc/devbox/session.sh for
+# every session (ForceCommand), which reads the environment (CUDA paths, NVIDIA_*, --env values)
+# from env.sh and starts in the workdir; login shells read env.sh again from /etc/profile.d, since
+# /etc/profile resets PATH. env.sh may hold --env secrets: only root and the user's group can
+# read it.
+#
+# env_lines prints one `export NAME='value'` line per variable a session gets, sorted. Single
+# quotes carry every value exactly, control characters included (--env refuses newlines; an image
+# variable holding one is left out). One awk reads them all: a start is waited for. Taken before
+# this script sets any variable of its own: one named like an image's (MOUNT, home) must not leak.
+env_lines() {
+    awk -v q="'" -v awkpath="${AWKPATH+1}" -v awklibpath="${AWKLIBPATH+1}" 'BEGIN {
+        skip = "^(HOME|HOSTNAME|PWD|OLDPWD|SHLVL|TERM|USER|LOGNAME|SHELL|MAIL|_|DEVBOX_.*)$"
+        for (name in ENVIRON) {
+            if (name !~ /^[A-Za-z_][A-Za-z0-9_]*$/ || name ~ skip) continue
+            # gawk puts these two into ENVIRON when the environment has none.
+            if ((name == "AWKPATH" && !awkpath) || (name == "AWKLIBPATH" && !awklibpath)) continue
+            value = ENVIRON[name]
+            if (index(value, "\n")) continue
+            quoted = ""
+            while ((i = index(value, q)) > 0) {
+                quoted = quoted substr(value, 1, i - 1) q "\\" q q
+                value = substr(value, i + 1)
+            }
+            print "export " name "=" q quoted value q
+        }
+    }' | sort
+}
+
+session_env=$(env_lines)
 user=$DEVBOX_USER
 home="/home/$user"
 conf=/etc/devbox
@@ -212,41 +243,15 @@ if [ -n "$workdir" ] && [ -d "$workdir" ] && [ -z "$(ls -A "$workdir")" ] &&
     chown "$DEVBOX_UID:$DEVBOX_GID" "$workdir"
 fi
 
-# ssh sessions do not inherit the container's environment. sshd runs /etc/devbox/session.sh for
-# every session (ForceCommand), which reads the environment (CUDA paths, NVIDIA_*, --env values)
-# from env.sh and starts in the workdir; login shells read env.sh again from /etc/profile.d, since
-# /etc/profile resets PATH. env.sh may hold --env secrets: only root and the user's group can
-# read it.
-#
-# env_lines prints one `export NAME='value'` line per variable a session gets, sorted. Single
-# quotes carry every value exactly, control characters included (--env refuses newlines; an image
-# variable holding one is left out). One awk reads them all: a start is waited for.
-env_lines() {
-    awk -v q="'" 'BEGIN {
-        skip = "^(HOME|HOSTNAME|PWD|OLDPWD|SHLVL|TERM|USER|LOGNAME|SHELL|MAIL|_|DEVBOX_.*)$"
-        for (name in ENVIRON) {
-            if (name !~ /^[A-Za-z_][A-Za-z0-9_]*$/ || name ~ skip) continue
-            value = ENVIRON[name]
-            if (index(value, "\n")) continue
-            quoted = ""
-            while ((i = index(value, q)) > 0) {
-                quoted = quoted substr(value, 1, i - 1) q "\\" q q
-                value = substr(value, i + 1)
-            }
-            print "export " name "=" q quoted value q
-        }
-    }' | sort
-}
-
 mkdir -p "$run"
 chmod 0755 "$run"
-env_file="$run/env.sh"
+env_file="$run/env.sh" # what env_lines found at the top
 refuse_mounted "$env_file"
 refuse_mounted "$run/workdir"
 : >"$env_file"
 chgrp "$DEVBOX_GID" "$env_file"
 chmod 0640 "$env_file"
-env_lines >>"$env_file"
+[ -z "$session_env" ] || printf '%s\n' "$session_env" >>"$env_file"
 printf '%s\n' "$workdir" >"$run/workdir"
 if [ -d /etc/profile.d ]; then
     refuse_mounted /etc/profile.d/zz-devbox-env.sh
@@ -259,19 +264,23 @@ chmod 0755 /run/sshd
 
 # sshd_config lists the algorithms devbox wants, post-quantum key exchange first; keep those this
 # sshd knows (a keyword left with none gets sshd's defaults). The layer's build found them out for
-# the sshd_config it carries (algorithms.sh); another one is tried now.
+# the sshd binary and sshd_config it carries (algorithms.sh); for another (openssh upgraded in the
+# box, a newer devbox's sshd_config), or a damaged record, sshd is asked now.
 config="$run/sshd_config"
 refuse_mounted "$config"
 (umask 077 && grep -Ev '^(KexAlgorithms|Ciphers|MACs)[[:space:]]' "$conf/sshd_config" >"$config")
 lib=/usr/local/lib/devbox
-wanted=$(awk '$1 ~ /^(KexAlgorithms|Ciphers|MACs)$/ { print $1, $2 }' "$conf/sshd_config")
-if [ -r "$lib/sshd_algorithms" ] && [ "$(awk '{ print $1, $2 }' "$lib/sshd_algorithms")" = "$wanted" ]; then
+wanted="sshd $(cksum </usr/sbin/sshd)
+$(awk '$1 ~ /^(KexAlgorithms|Ciphers|MACs)$/ { print $1, $2 }' "$conf/sshd_config")"
+recorded=$(awk 'NR == 1 { print; next } NF == 4 { print $1, $2; next } { print "damaged" }' \
+    "$lib/sshd_algorithms" 2>/dev/null) || recorded=""
+if [ "$recorded" = "$wanted" ]; then
     answers=$(cat "$lib/sshd_algorithms")
 else
     answers=$(sh "$lib/algorithms.sh" "$config" "$conf/sshd_config")
 fi
 while read -r keyword _wanted known unknown; do
-    [ -n "$keyword" ] || continue
+    case $keyword in KexAlgorithms | Ciphers | MACs) ;; *) continue ;; esac
     if [ "$unknown" != - ]; then
         shown=$known
         [ "$shown" != - ] || shown="its defaults"

@@ -40,11 +40,12 @@ job_state() {
 }
 
 # One job's record for devbox (jobs.py's _parse): fields separated by US (\037), ended by RS
-# (\036): name, state, meta.json, started, status, killed, last log line. Nothing for no such job.
+# (\036): name, state, meta.json, started, status, killed, last log line (GS, RS and US in it
+# blanked: logs.sh marks a record with GS). Nothing for no such job.
 job_record() {
     jr_dir=$root/$1
     [ -r "$jr_dir/meta.json" ] || return 0
-    jr_last=$(tail -c 4096 "$jr_dir/log" 2>/dev/null | tr '\r\036\037' '\n  ' | grep -v '^[[:space:]]*$' | tail -n 1)
+    jr_last=$(tail -c 4096 "$jr_dir/log" 2>/dev/null | tr '\r\035\036\037' '\n   ' | grep -v '^[[:space:]]*$' | tail -n 1)
     printf '%s\037%s\037%s\037%s\037%s\037%s\037%s\036' "$1" "$(job_state "$jr_dir")" \
         "$(cat "$jr_dir/meta.json")" "$(cat "$jr_dir/started" 2>/dev/null)" "$(cat "$jr_dir/status" 2>/dev/null)" \
         "$(cat "$jr_dir/killed" 2>/dev/null)" "$jr_last"

@@ -95,6 +95,13 @@ def test_logs_follow_ends_with_the_job_and_carries_its_code(user: User, box: str
     )
     assert run.returncode == 5
     assert run.stdout == "out\nerr\n"  # a terminal: both streams, in order, from the first byte
+    # The job's record follows its log on stderr behind a GS: one in its output changes nothing.
+    marked = user.devbox("run", box, "--name", "marked", "--wait", "--", "printf", "a\\035b\\036c\\037d\\n")
+    assert marked.returncode == 0, marked.stderr
+    assert marked.stdout == "a\x1db\x1ec\x1fd\n"
+    assert "Traceback" not in marked.stderr
+    [listed] = [j for j in json.loads(user.ok("jobs", box, "--json").stdout) if j["name"] == "marked"]
+    assert listed["exit_code"] == 0 and listed["last_line"] == "a b c d"
 
 
 def test_a_running_name_is_refused_and_an_ended_one_is_taken_over_keeping_its_log(
