@@ -277,12 +277,12 @@ def run(engine: Engine, box: Box, req: JobRequest) -> Job:
     if code != 0:
         detail = err.decode(errors="replace").strip()
         raise DevboxError(f"cannot start the job in box {box.name}" + (f": {detail}" if detail else ""))
-    record = out.rpartition(b"\x1e")[0]
-    if not record:
+    started = _records(box.name, out)
+    if not started:
         raise DevboxError(
             f"the job started in box {box.name} but did not report back", f"`devbox jobs {box.name}` lists it"
         )
-    return _parse(box.name, record)
+    return started[0]
 
 
 def list_jobs(engine: Engine, box: Box, names: Iterable[str] = ()) -> list[Job]:
@@ -290,7 +290,7 @@ def list_jobs(engine: Engine, box: Box, names: Iterable[str] = ()) -> list[Job]:
     code, out, err = _exec(engine, box, "list.sh", *names)
     if code != 0:
         raise DevboxError(f"cannot list the jobs of box {box.name}: {err.decode(errors='replace').strip()}")
-    found = [_parse(box.name, rec) for rec in out.split(b"\x1e") if rec.strip()]
+    found = _records(box.name, out)
     return sorted(found, key=lambda j: (j.started is None, j.started or 0, j.name))
 
 
@@ -302,6 +302,13 @@ def get(engine: Engine, box: Box, name: str) -> Job:
             f"no job named {name!r} in box {box.name}", f"`devbox jobs {box.name}` lists them"
         )
     return found[0]
+
+
+def _records(box: str, data: bytes) -> list[Job]:
+    """The jobs in job scripts' output: records ended by RS (lib.sh's job_record); anything else
+    (a stream cut mid-record, stray output) is no job."""
+    records = data.split(b"\x1e")[:-1]  # what follows the last RS is not a whole record
+    return [_parse(box, rec) for rec in records if rec.count(b"\x1f") == 6]
 
 
 def _parse(box: str, record: bytes) -> Job:
@@ -384,10 +391,8 @@ def follow(
     for chunk in _stream(engine, box, "logs.sh", name, check_lines(lines), "1", stderr=stderr):
         write(chunk.replace(b"\r\n", b"\n"))
     # logs.sh ends with the ended job's record after a GS; a stream cut short has none: ask the box.
-    record = b"".join(stderr).rpartition(b"\x1d")[2]
-    if record.endswith(b"\x1e") and record.count(b"\x1f") == 6:
-        return _parse(box.name, record[:-1])
-    return get(engine, box, name)
+    ended = _records(box.name, b"".join(stderr).rpartition(b"\x1d")[2])
+    return ended[-1] if ended else get(engine, box, name)
 
 
 def check_lines(lines: int | None) -> str:

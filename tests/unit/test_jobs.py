@@ -356,6 +356,13 @@ def record(
     return "\x1f".join([name, state, meta, started, status, killed, last]).encode()
 
 
+def test_only_whole_records_are_jobs_a_stream_cut_mid_record_is_none() -> None:
+    whole = record(name="a") + b"\x1e" + record(name="b") + b"\x1e"
+    assert [j.name for j in jobs._records("b", whole)] == ["a", "b"]
+    assert [j.name for j in jobs._records("b", whole + record(name="c")[:9])] == ["a", "b"]
+    assert jobs._records("b", b"stray output\x1e") == [] == jobs._records("b", b"")
+
+
 def test_an_ended_job_with_exit_3_exited_3() -> None:
     job = jobs._parse("b", record(status=status_text(3), last="loss 0.1"))
     assert job == jobs.Job(
