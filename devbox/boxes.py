@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from functools import partial
@@ -30,6 +31,9 @@ T = TypeVar("T")
 PORT_RANGE = range(20000, 32000)
 # Docker counts threads too; DataLoader workers with many threads each need room.
 PIDS_LIMIT = 16384
+# How long another `up` may take from creating a box to starting it (it copies files in between);
+# a box never started that is older is one a failed `up` left.
+SETTING_UP_S = 30
 
 
 @dataclass(frozen=True)
@@ -307,6 +311,8 @@ def _up_existing(
             f"to change them: `devbox rm {spec.name}` then `devbox up` again (the home volume is kept); "
             f"to just start it: `devbox up {spec.name}`",
         )
+    if container.status == "created":
+        container = _once_started(engine, container, spec.name)
     box = Box.from_container(container, engine.host)
     if not (box.running and _still_trusted(engine, box, identity)):
         trust.refresh(container, box.alias, identity)
@@ -318,6 +324,22 @@ def _up_existing(
     # Ports asked for now replace the ones it was made with (they live in the ssh entry only).
     include, settings, warning = _publish(box, ssh_config, identity, spec.ports or None)
     return UpResult(box, False, include, settings, warning)
+
+
+def _once_started(engine: Engine, container: Container, name: str) -> Container:
+    """A box never started and made moments ago is another `up` still setting it up: wait until
+    that run has started it (so concurrent `up`s of one name all end with that box), reloaded.
+    Older, it is one a failed `up --keep-on-failure` left, returned as it is."""
+    import docker
+
+    deadline = time.monotonic() + SETTING_UP_S - engine.age(container.attrs["Created"])
+    while container.status == "created" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            container.reload()
+        except docker.errors.NotFound:
+            raise _raced(name) from None  # that run failed and removed it
+    return container
 
 
 def _digested(entry: str) -> str:
@@ -354,14 +376,24 @@ def _create_and_start(
         # the create below says the same.
         if lock is not None and engine.boxes(owner=owner, name=spec.name):
             raise _raced(spec.name)
-        volume = _ensure_volume(engine, owner, spec.name, undo)
+        volume, made = _ensure_volume(engine, owner, spec.name)
+        if made:
+            undo.append(partial(engine.client.api.remove_volume, volume, force=True))
         net = network.NAME if have_network else network.ensure(engine)
         device_ids = allocation.choose(engine, spec)
         identity_label = "" if identity.private_path == paths.user_key_path() else str(identity.private_path)
         for attempt in range(3):
             args = _create_args(spec, owner, volume, _free_port(engine), device_ids, identity_label, net)
             create = partial(engine.client.containers.create, image, **args)
-            container = _docker_call(f"create {spec.name}", create, conflict=_raced(spec.name))
+            raced = _raced(spec.name)
+            try:
+                container = _docker_call(f"create {spec.name}", create, conflict=raced)
+            except DevboxError as exc:
+                # The run that won the name makes its box on this volume: it is that box's home,
+                # not ours to remove, even if this run made it a moment ago.
+                if exc is raced and made:
+                    undo.pop()
+                raise
             undo.append(partial(container.remove, force=True))
             files = trust.payload(spec.user.name, identity, host_key)
             _docker_call(f"set up {spec.name}", partial(container.put_archive, "/etc", files))
@@ -419,20 +451,20 @@ def _start_error(name: str, exc: Exception) -> DevboxError:
     return DevboxError(f"cannot start {name}: {text}")
 
 
-def _ensure_volume(engine: Engine, owner: str, name: str, undo: list[Callable[[], None]]) -> str:
-    """The box's home volume: reused if this owner's box of this name had one, else created."""
+def _ensure_volume(engine: Engine, owner: str, name: str) -> tuple[str, bool]:
+    """The box's home volume, and whether this call created it (else this owner's box of this
+    name had one)."""
     import docker
 
     volume = f"{container_name(owner, name)}.home"
     try:
         labels = engine.client.volumes.get(volume).attrs.get("Labels") or {}
     except docker.errors.NotFound:
-        vol = _docker_call(
+        _docker_call(
             f"create the home volume {volume}",
-            lambda: engine.client.volumes.create(volume, labels={L("name"): name, L("owner"): owner}),
+            lambda: engine.client.volumes.create(volume, labels=_volume_labels(owner, name)),
         )
-        undo.append(lambda: vol.remove(force=True))
-        return volume
+        return volume, True
     except docker.errors.APIError as exc:
         raise DevboxError(f"cannot inspect the home volume {volume}: {describe_error(exc)}") from None
     if (labels.get(L("owner")), labels.get(L("name"))) != (owner, name):
@@ -440,7 +472,11 @@ def _ensure_volume(engine: Engine, owner: str, name: str, undo: list[Callable[[]
             f"volume {volume} exists but does not belong to {owner}'s box {name}",
             "pick another box name, or ask the volume's owner",
         )
-    return volume
+    return volume, False
+
+
+def _volume_labels(owner: str, name: str) -> dict[str, str]:
+    return {L("name"): name, L("owner"): owner}
 
 
 def _create_args(
@@ -470,9 +506,10 @@ def _create_args(
     else:
         # A default nvidia runtime would otherwise hand every GPU of the host to a GPU-less box.
         env["NVIDIA_VISIBLE_DEVICES"] = "void"
-    mounts = [Mount(spec.home, volume, type="volume")] + [
-        Mount(m.target, m.source, type="bind", read_only=m.read_only) for m in spec.mounts
-    ]
+    # Labelled here too: were the volume removed between _ensure_volume and this create (a
+    # concurrent `up` of the name that failed), Docker makes it again, and as devbox's.
+    home = Mount(spec.home, volume, type="volume", labels=_volume_labels(owner, spec.name))
+    mounts = [home] + [Mount(m.target, m.source, type="bind", read_only=m.read_only) for m in spec.mounts]
     labels = {
         L("name"): spec.name,
         L("owner"): owner,

@@ -313,13 +313,18 @@ class Engine:
         except docker.errors.NotFound:
             return ""
         state = lock.get("State") or {}
-        age = (_parse_time(self.client.info()["SystemTime"]) - _parse_time(lock["Created"])).total_seconds()
+        age = self.age(lock["Created"])
         if state.get("Running"):
             who = (lock.get("Config") or {}).get("Labels", {}).get(L("lock-holder"), "another devbox run")
             return f" held by {who} for {max(age, 0):.0f} s"
         if state.get("Status") != "created" or age > LOCK_UNSTARTED_S:
             self._remove_quietly(lock["Id"])
         return ""
+
+    def age(self, stamp: str) -> float:
+        """Seconds since Docker's timestamp `stamp`, by the engine's clock (a server's clock need
+        not agree with this machine's)."""
+        return (_parse_time(self.client.info()["SystemTime"]) - _parse_time(stamp)).total_seconds()
 
     def _remove_quietly(self, container_id: str, background: bool = False) -> None:
         """Remove a container that may be gone already or being removed by another client

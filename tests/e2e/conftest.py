@@ -217,6 +217,10 @@ def user(env: dict[str, str], client: docker.DockerClient) -> Iterator[User]:
     yield u
     for ct in client.containers.list(all=True, filters={"label": f"devbox.owner={u.name}"}):
         ct.remove(force=True)
+    # Home volumes a failed test left (by name: one Docker made itself would carry no labels).
+    for vol in client.volumes.list():
+        if vol.name.startswith(f"devbox-{u.name}."):
+            vol.remove(force=True)
     shutil.rmtree(u.home, ignore_errors=True)
 
 

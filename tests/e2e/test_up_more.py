@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import docker
 import pytest
@@ -90,18 +98,110 @@ def test_ups_of_one_name_at_once_make_one_box_and_keep_its_home(user: User, clie
     # one name apart, and the one that loses must not take the winner's home volume with it.
     with ThreadPoolExecutor(max_workers=4) as pool:
         procs = list(pool.map(lambda _: user.devbox("up", name), range(4)))
-    for proc in procs:
-        assert proc.returncode == 0 or (
-            proc.returncode == 1 and "was just created by another devbox run" in proc.stderr
-        ), proc.stderr
-        assert "Traceback" not in proc.stderr
-    assert sum("Created" in p.stdout for p in procs) == 1, [p.stdout for p in procs]
-    (container,) = devbox_containers(client, name)
-    assert container.status == "running"
-    (volume,) = client.volumes.list(filters={"label": f"devbox.name={name}"})
-    assert any(m.get("Name") == volume.name for m in container.attrs["Mounts"])
-    assert user.ssh(f"devbox-{name}", "touch ~/kept && echo ok").stdout == "ok\n"
-    user.ok("rm", name, "--purge")
+    try:
+        for proc in procs:
+            assert proc.returncode == 0 or (
+                proc.returncode == 1 and "was just created by another devbox run" in proc.stderr
+            ), proc.stderr
+            assert "Traceback" not in proc.stderr
+        assert sum("Created" in p.stdout for p in procs) == 1, [p.stdout for p in procs]
+        (container,) = devbox_containers(client, name)
+        assert container.status == "running"
+        (volume,) = client.volumes.list(filters={"label": f"devbox.name={name}"})
+        assert any(m.get("Name") == volume.name for m in container.attrs["Mounts"])
+        assert user.ssh(f"devbox-{name}", "touch ~/kept && echo ok").stdout == "ok\n"
+    finally:
+        user.devbox("rm", name, "--purge")
+
+
+@contextlib.contextmanager
+def _holding_proxy(docker_host: str, marker: bytes, hold_s: float) -> Iterator[tuple[str, threading.Event]]:
+    """A unix socket passing Docker API traffic on to `docker_host`, holding each request whose
+    first line holds `marker` for `hold_s` first: one step of a devbox run made slow on purpose.
+    Yields the socket's path and an event set once a request is held."""
+    upstream = docker_host.removeprefix("unix://")
+    where = tempfile.mkdtemp(prefix="devbox-proxy-")
+    os.chmod(where, 0o755)  # the test user connects to it
+    path = os.path.join(where, "docker.sock")
+    held = threading.Event()
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    os.chmod(path, 0o666)
+    server.listen()
+
+    def pump(src: socket.socket, dst: socket.socket, hold: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if hold and marker in data.split(b"\r\n", 1)[0]:
+                    held.set()
+                    time.sleep(hold_s)
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                up = socket.socket(socket.AF_UNIX)
+                up.connect(upstream)
+                threading.Thread(target=pump, args=(conn, up, True), daemon=True).start()
+                threading.Thread(target=pump, args=(up, conn, False), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield path, held
+    finally:
+        server.close()
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def test_up_of_a_box_another_up_is_still_setting_up_waits_for_it_and_both_end_with_it(
+    user: User, client, env, name
+) -> None:
+    # The first `up` is held between creating the box and copying its files in (the window where
+    # the box is listed but has no /etc/devbox yet); a second `up` of the name must wait for it.
+    with _holding_proxy(env["DOCKER_HOST"], b"/archive", hold_s=3) as (sock, held):
+        argv = user.argv(
+            str(Path(env["DEVBOX_TEST_VENV"]) / "bin" / "devbox"),
+            "up",
+            name,
+            extra_env={"DOCKER_HOST": f"unix://{sock}"},
+        )
+        first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert held.wait(60), "the first up never copied files into its box"
+            (box,) = devbox_containers(client, name)
+            assert box.status == "created"
+            second = user.devbox("up", name)
+            out, err = first.communicate(timeout=120)
+            assert first.returncode == 0, out + err
+            assert second.returncode == 0, second.stdout + second.stderr
+            assert "Created" in out and "Created" not in second.stdout
+            assert user.ssh(f"devbox-{name}", "echo ok").stdout == "ok\n"
+        finally:
+            first.kill()
+            first.wait()
+            user.devbox("rm", name, "--purge")
+
+
+def test_up_that_loses_the_name_keeps_the_home_volume_it_made_for_the_winner(
+    user: User, client, env, name
+) -> None:
+    # The winner of a name holds it from the start of its create, before Docker counts its use of
+    # the home volume: the loser (here: its create refused by a container already holding the name)
+    # must leave the volume it made in that window, or Docker makes the winner a bare one.
+    holder = client.containers.create(env["DEVBOX_TEST_IMAGE"], "true", name=f"devbox-{user.name}.{name}")
+    try:
+        proc = user.devbox("up", name)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "was just created by another devbox run" in proc.stderr and "Traceback" not in proc.stderr
+        (volume,) = client.volumes.list(filters={"label": f"devbox.name={name}"})
+        assert volume.attrs["Labels"] == {"devbox.name": name, "devbox.owner": user.name}
+    finally:
+        holder.remove(force=True)
+        for vol in client.volumes.list(filters={"label": f"devbox.name={name}"}):
+            vol.remove(force=True)
 
 
 def test_up_of_a_running_box_re_pins_a_stale_host_key_and_re_authorizes_a_removed_key(

@@ -60,3 +60,10 @@ def test_boxes_record_the_alias_they_are_published_under(monkeypatch: pytest.Mon
     spec = from_flags(name="train", image="ubuntu:24.04", facts=HostFacts.unchecked())
     labels = boxes._create_args(spec, "bob", "vol", 20001, (), "")["labels"]
     assert labels["devbox.alias"] == "gpu-train"  # type: ignore[index]
+
+
+def test_the_home_mount_carries_the_volume_labels_so_a_volume_docker_makes_again_is_devboxs() -> None:
+    spec = from_flags(name="train", image="ubuntu:24.04", facts=HostFacts.unchecked())
+    (home, *_) = boxes._create_args(spec, "bob", "devbox-bob.train.home", 20001, (), "")["mounts"]  # type: ignore[misc]
+    assert home["Source"] == "devbox-bob.train.home" and home["Type"] == "volume"
+    assert home["VolumeOptions"]["Labels"] == {"devbox.name": "train", "devbox.owner": "bob"}
