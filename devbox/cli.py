@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
+from devbox import console
 from devbox.errors import DevboxError, UsageError
 from devbox.spec import DEFAULT_IMAGE, DEFAULT_SHM, READY_TIMEOUT_S
 
@@ -34,16 +35,12 @@ if TYPE_CHECKING:
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    return console.console(stderr)
 
 
 def escape(text: str) -> str:
     """Text from outside (build logs, names) must not be read as rich markup."""
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(text)
+    return console.escape(text)
 
 
 def _engine(host: str | None, *, box: str | None = None, ssh_config: Path | None = None) -> Engine:
@@ -1169,8 +1166,6 @@ def main() -> None:
 
 
 def _fail(message: str, hint: str | None, code: int) -> NoReturn:
-    from rich.markup import escape
-
     line = f"[red]error:[/red] {escape(message)}" + (f" [dim]— {escape(hint)}[/dim]" if hint else "")
     _console(stderr=True).print(line)
     sys.exit(code)

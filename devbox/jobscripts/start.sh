@@ -15,10 +15,19 @@ retire() {
 }
 
 if [ -z "$name" ]; then
+    # The lowest job-N with neither a directory nor a tmux session, from one look at each (a box
+    # keeps its ended jobs until they are forgotten: two forks per taken number added up).
+    nl='
+'
+    taken="$nl$(tmux list-sessions -F '#{session_name}' 2>/dev/null)$nl"
+    for d in "$root"/job-*; do taken="$taken${d##*/}$nl"; done
     n=1
-    while tmux has-session -t "=job-$n" 2>/dev/null || ! mkdir "$root/job-$n" 2>/dev/null; do
-        # A taken name moves on; any other failure (a full or read-only home) stops here.
-        [ -e "$root/job-$n" ] || tmux has-session -t "=job-$n" 2>/dev/null || exit 74
+    while :; do
+        case $taken in *"${nl}job-$n$nl"*) n=$((n + 1)) && continue ;; esac
+        mkdir "$root/job-$n" 2>/dev/null && break
+        # Made a moment ago by another run: move on; any other failure (a full or read-only
+        # home) stops here.
+        [ -e "$root/job-$n" ] || exit 74
         n=$((n + 1))
     done
     name=job-$n

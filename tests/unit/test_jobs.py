@@ -657,9 +657,15 @@ class FakeBox:
         self.bin.mkdir()
         self.tmux_log = root / "tmux.log"
         tmux = self.bin / "tmux"
-        tmux.write_text('#!/bin/sh\nprintf \'%s\\n\' "$*" >>"$FAKE_TMUX_LOG"\nexit "${FAKE_TMUX_RC:-1}"\n')
+        tmux.write_text(
+            '#!/bin/sh\nprintf \'%s\\n\' "$*" >>"$FAKE_TMUX_LOG"\n'
+            # list-sessions: the session names in FAKE_TMUX_SESSIONS, one per line.
+            "[ \"$1\" = list-sessions ] && printf '%s\\n' $FAKE_TMUX_SESSIONS\n"
+            'exit "${FAKE_TMUX_RC:-1}"\n'
+        )
         tmux.chmod(0o755)
         self.tmux_rc = 1
+        self.tmux_sessions = ""
         self.path = f"{self.bin}:{os.environ['PATH']}"
 
     def job(
@@ -703,6 +709,7 @@ class FakeBox:
                 "LC_ALL": "C",
                 "FAKE_TMUX_LOG": str(self.tmux_log),
                 "FAKE_TMUX_RC": str(self.tmux_rc),
+                "FAKE_TMUX_SESSIONS": self.tmux_sessions,
             },
             capture_output=True,
             stdin=subprocess.DEVNULL,
@@ -880,6 +887,27 @@ def test_start_sh_without_tmux_exits_71(fake_box: FakeBox, tmp_path: Path) -> No
     done = fake_box.run("start.sh", "a", "{}", "exec true", "", "", path=str(empty))
     assert done.returncode == 71
     assert b"no tmux" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("dirs", "sessions", "chosen"),
+    [
+        ((), "", "job-1"),
+        (("job-1", "job-3"), "", "job-2"),
+        (("job-1", "job-3"), "main job-2", "job-4"),  # the user's own tmux session job-2 too
+        (("job-2", "train", "job-x"), "job-1", "job-3"),
+    ],
+)
+def test_start_sh_names_a_job_the_lowest_job_n_free_of_directories_and_tmux_sessions(
+    fake_box: FakeBox, dirs: tuple[str, ...], sessions: str, chosen: str
+) -> None:
+    for name in dirs:
+        fake_box.job(name, status="exit=0\nended=1\n")
+    fake_box.tmux_sessions = sessions
+    done = fake_box.run("start.sh", "", "{}", "exec true", "", "")
+    assert done.returncode == 75  # the fake tmux starts nothing
+    assert f"new-session -d -s {chosen} " in fake_box.tmux_log.read_text()
+    assert sorted(p.name for p in fake_box.jobs.iterdir()) == sorted(dirs)  # its directory went again
 
 
 def test_start_sh_will_not_take_the_name_of_a_running_job(fake_box: FakeBox) -> None:
