@@ -220,8 +220,10 @@ def up(
     else a .devcontainer/devcontainer.json; without either, NAME is this directory's name.
     With --from FILE, `devbox record`'s FILE describes it (NAME: the recorded box's, unless given).
     """
-    from devbox import boxes, hosts, project, record, spec
+    from devbox import boxes, hosts, spec
 
+    if from_record or name is None:  # a file describes the box
+        from devbox import project, record
     rec = record.load(from_record) if from_record else None
     proj = _project_file() if name is None and rec is None else None
     values = {

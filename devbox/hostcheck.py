@@ -40,7 +40,7 @@ def check(host: Host, ssh_config: Path | None = None) -> list[Check]:
         tunnel = Tunnel.for_host(host.name, host.ssh_target, ssh_config)
         started = time.monotonic()
         try:
-            login = tunnel.open()
+            login = tunnel.open(fresh=True)  # a check logs in, whatever a master remembers
         except UsageError:
             raise  # bad input here (a setting), not a fact about the host
         except DevboxError as exc:

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 import os
 import pwd
+import re
 import shlex
 import signal
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from devbox import files, paths, sshconfig
@@ -76,22 +78,65 @@ class Tunnel:
 
     # ------------------------------------------------------------ the master
 
-    def open(self) -> RemoteLogin:
-        """Make sure the master is up (starting it if needed) and return who we are there."""
+    def open(self, *, fresh: bool = False) -> RemoteLogin:
+        """Make sure the master is up (starting it if needed) and return who we are there: asked
+        once per master (a round trip over the link), then remembered for the master's life,
+        unless `fresh`."""
         try:
             paths.ensure_private_dir(self.control.parent)
         except OSError as exc:
             raise DevboxError(f"cannot create {self.control.parent}: {exc.strerror or exc}") from None
         # Two devbox runs must not both start a master: the second would steal the socket paths.
         with files.locked(self.control):
-            if not self._alive():
+            master = self._master()
+            if master is None:
                 self._start()
-        return self._probe()
+                master = self._master()
+        known = None if fresh or master is None else self._remembered(master)
+        if known is not None:
+            return known
+        login = self._probe()
+        if master is not None:
+            self._remember(master, login)
+        return login
 
-    def _alive(self) -> bool:
-        if not self.control.exists():
-            return False
-        return _run(self._argv("-O", "check", self.target), 5.0, self.label).returncode == 0
+    def _master(self) -> str | None:
+        """Which master answers on the control socket, or None when none does: its PID and the
+        socket file's inode and change time (every master makes its socket anew)."""
+        try:
+            st = self.control.stat()
+        except OSError:
+            return None
+        done = _run(self._argv("-O", "check", self.target), 5.0, self.label)
+        if done.returncode != 0:
+            return None
+        pid = re.search(r"pid=(\d+)", done.stderr)
+        return f"{pid.group(1) if pid else '-'}:{st.st_ino}:{st.st_ctime_ns}"
+
+    @property
+    def _login_file(self) -> Path:
+        return self.control.with_name(self.control.name + ".login")
+
+    def _remembered(self, master: str) -> RemoteLogin | None:
+        """The login the probe found through this same master, if it was recorded."""
+        try:
+            data = json.loads(self._login_file.read_text())
+            if data.get("master") != master:
+                return None
+            login = data["login"]
+            return RemoteLogin(
+                str(login["name"]),
+                int(login["uid"]),
+                int(login["gid"]),
+                str(login["home"]),
+                str(login["docker_host"]),
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # none yet, or damaged: ask the server again
+
+    def _remember(self, master: str, login: RemoteLogin) -> None:
+        with contextlib.suppress(OSError):  # only a round trip is lost without it
+            files.atomic_write(self._login_file, json.dumps({"master": master, "login": asdict(login)}))
 
     def _start(self) -> None:
         # A socket file left by a master that died would make ssh quietly run without multiplexing.
@@ -142,8 +187,9 @@ class Tunnel:
         """Stop the master (and with it the forwarded socket), if one runs."""
         if self.control.exists():
             _run(self._argv("-O", "exit", self.target), 5.0, self.label)
-        with contextlib.suppress(FileNotFoundError):
-            self.docker_socket.unlink()
+        for leftover in (self.docker_socket, self._login_file):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
 
     # ------------------------------------------------------------ commands over it
 

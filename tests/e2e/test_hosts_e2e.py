@@ -200,10 +200,37 @@ def test_host_rm_forgets_the_host_and_stops_its_ssh_master(laptop: Laptop) -> No
     laptop.ok("host", "rm", "gpu2")
     assert "gpu2" not in laptop.ok("host", "ls").stdout
     cm = laptop.user.home / ".config" / "devbox" / "cm"
-    assert not [p for p in cm.iterdir() if p.name.endswith(".docker")]
+    assert not [p for p in cm.iterdir() if p.name.endswith((".docker", ".login"))]
     proc = laptop.devbox("ls", "--host", "gpu2")
     assert proc.returncode == 1
     assert "no host named 'gpu2'" in one_line_error(proc)
+
+
+def test_the_server_login_is_asked_once_per_master_and_again_by_a_new_master_or_a_check(
+    laptop: Laptop, gpu1: Sshd
+) -> None:
+    # Who devbox is on the server (a session over the link: a round trip) is the same for as long
+    # as one master lives, so commands after the first do not ask again.
+    def asked() -> int:
+        return gpu1.log_text().count("Starting session: command")
+
+    laptop.ok("host", "add", "gpu1", "gpu1")
+    first = asked()
+    for _ in range(3):
+        assert laptop.ok("ls", "--host", "gpu1").returncode == 0
+    assert asked() == first
+    (remembered,) = (laptop.user.home / ".config" / "devbox" / "cm").glob("*.login")
+    assert json.loads(remembered.read_text())["login"]["name"] == gpu1.account
+    subprocess.run(["pkill", "-u", laptop.user.name, "-f", "ControlMaster=yes"], check=True)
+    time.sleep(0.5)
+    laptop.ok("ls", "--host", "gpu1")  # a new master: asked again
+    assert asked() == first + 1
+    laptop.ok("ls", "--host", "gpu1")
+    assert asked() == first + 1
+    (remembered,) = remembered.parent.glob("*.login")
+    written = remembered.stat().st_mtime_ns
+    assert laptop.ok("host", "check", "gpu1").stdout.split()[:2] == ["ok", "ssh"]
+    assert remembered.stat().st_mtime_ns > written  # a check always asks
 
 
 def test_bad_host_input_is_one_line_with_exit_2(laptop: Laptop) -> None:
