@@ -83,6 +83,7 @@ class Engine:
                 f"cannot reach the Docker engine at {where}: {_why_unreachable(exc)}",
                 "start Docker (or dockerd), check DOCKER_HOST, and that your user is in the docker group",
             ) from None
+        _one_pool(client)
         return cls(client, client.api.base_url)
 
     @classmethod
@@ -100,6 +101,7 @@ class Engine:
                 f"cannot reach the Docker engine on {host.name} ({remote} there): {describe_error(exc)}",
                 f"check that Docker runs on {host.name} and that {login.name} is in its docker group",
             ) from None
+        _one_pool(client)
         return cls(client, f"{host.name}:{remote}", host, tunnel, login)
 
     @property
@@ -351,6 +353,15 @@ def _heartbeat(sock: Any, stop: threading.Event) -> None:
             return
         if stop.wait(LOCK_BEAT_S):
             return
+
+
+def _one_pool(client: docker.DockerClient) -> None:
+    """Keep one connection to the engine alive across calls. docker-py keys its connection pools by
+    each request's whole URL, so nearly every call opened a connection of its own: for a server,
+    through its ssh master, a channel opened (one round trip more) per call."""
+    adapter = client.api.get_adapter(client.api.base_url)
+    pooled = adapter.get_connection
+    adapter.get_connection = lambda _url, proxies=None: pooled(client.api.base_url, proxies)
 
 
 def _socket_path(host: str, docker_host: str) -> str:

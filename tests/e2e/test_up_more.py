@@ -463,3 +463,24 @@ def test_doctor_checks_engine_ssh_setup_keys_and_each_box_login(fresh_user: User
     finally:
         fresh_user.key_path.chmod(0o600)
         fresh_user.devbox("rm", name, "--purge")
+
+
+def test_one_connection_to_the_engine_serves_a_command_s_calls(env, monkeypatch, user: User, name) -> None:
+    # Each call opening a connection of its own costs a round trip more per call on a server
+    # (a channel through its ssh master); only Engine.connect's own version check has its own.
+    from devbox import boxes
+    from devbox.engine import Engine
+
+    user.ok("up", name)
+    monkeypatch.setenv("DOCKER_HOST", env["DOCKER_HOST"])
+    engine = Engine.connect()
+    connects: list[object] = []
+    real_connect = socket.socket.connect
+    monkeypatch.setattr(socket.socket, "connect", lambda s, *a: connects.append(a) or real_connect(s, *a))
+    (box,) = [b for b in boxes.list_boxes(engine) if b.name == name]
+    engine.client.api.inspect_container(box.container_id)
+    engine.client.volumes.list()
+    engine.client.images.get(env["DEVBOX_TEST_IMAGE"])
+    engine.client.containers.get(box.container_id).reload()
+    assert len(connects) == 1, connects
+    user.ok("rm", name, "--purge")
