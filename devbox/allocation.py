@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from devbox import gpus
-from devbox.engine import Engine, L, describe_error
+from devbox.engine import Engine, L, Listed, describe_error
 from devbox.errors import DevboxError, GpuBusyError
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def inventory(engine: Engine, required: bool) -> gpus.Inventory | None:
         return None
 
 
-def _holder(c: Container) -> str:
+def _holder(c: Container | Listed) -> str:
     return f"{c.labels.get(L('owner'), '?')}/{c.labels[L('name')]}"
 
 
@@ -43,7 +43,7 @@ def held_gpus(engine: Engine, inv: gpus.Inventory | None, exclude: str | None = 
     """GPU index → 'owner/name' of the running box holding it (any owner); a GPU shared with
     --share-gpus names every box on it, sorted."""
     held: dict[str, list[str]] = {}
-    for c in engine.boxes():
+    for c in engine.listed():
         if c.status not in RUNNING_STATES or c.id == exclude:
             continue
         label = c.labels.get(L("gpus"), "")
@@ -126,7 +126,7 @@ def refuse_if_outraced(engine: Engine, container: Container) -> None:
         return
     my_start = _started(engine, container.id)
     rivals = {}
-    for c in engine.boxes():
+    for c in engine.listed():
         if c.id == container.id or c.status not in RUNNING_STATES or c.labels.get(L("share-gpus")) == "1":
             continue
         theirs = set(gpus.parse_label(c.labels.get(L("gpus"), "")))
@@ -182,11 +182,11 @@ def _box_pids(engine: Engine) -> dict[int, str]:
     import docker
 
     owners: dict[int, str] = {}
-    for c in engine.boxes():
+    for c in engine.listed():
         if c.status != "running":
             continue
         with contextlib.suppress(docker.errors.APIError):
-            top = c.top(ps_args="-eo pid")
+            top = engine.client.api.top(c.id, ps_args="-eo pid")
             for row in top.get("Processes") or []:
                 owners[int(row[0])] = _holder(c)
     return owners

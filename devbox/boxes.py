@@ -576,7 +576,7 @@ def _create_args(
 
 def _free_port(engine: Engine) -> int:
     """A port free on 127.0.0.1 now and not reserved by any other box (stopped boxes keep theirs)."""
-    reserved = {c.labels.get(L("port")) for c in engine.boxes()}
+    reserved = {c.labels.get(L("port")) for c in engine.listed()}
     for port in random.sample(PORT_RANGE, 200):
         if str(port) not in reserved and engine.port_free(port):
             return port

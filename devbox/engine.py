@@ -48,6 +48,15 @@ def L(key: str) -> str:  # noqa: N802 - short on purpose: label names are spelle
     return LABEL_PREFIX + key
 
 
+@dataclass(frozen=True)
+class Listed:
+    """A container as Docker's list reports it: its ID, state (running, exited, …) and labels."""
+
+    id: str
+    status: str
+    labels: dict[str, str]
+
+
 @dataclass
 class Engine:
     """A Docker engine and the host it runs on: this machine's, or a server's through its ssh master.
@@ -179,6 +188,13 @@ class Engine:
             filters.append(f"{LABEL_PREFIX}name={name}")
         # ignore_removed: a colleague's `rm` racing with this listing must not fail our command.
         return self.client.containers.list(all=True, filters={"label": filters}, ignore_removed=True)
+
+    def listed(self) -> list[Listed]:
+        """Every devbox container as Docker's list shows it: one call, where boxes() inspects each
+        container too (a round trip each on a server). For what reads only labels and state: GPUs
+        held, ports taken."""
+        rows = self.client.api.containers(all=True, filters={"label": f"{LABEL_PREFIX}name"})
+        return [Listed(r["Id"], str(r.get("State") or ""), dict(r.get("Labels") or {})) for r in rows]
 
     def run_on_host(self, args: list[str]) -> str:
         """Run a command (nvidia-smi) on the engine's host and return its stdout.

@@ -323,3 +323,40 @@ def test_a_shared_gpu_lists_every_box_on_it(user: User, cleanup, name: str) -> N
     gpus = json.loads(user.ok("gpus", "--json").stdout)["gpus"]
     holder = next(g for g in gpus if g["index"] == 3)["holder"]
     assert holder == f"{user.name}/{name}, {user.name}/{name}-b"
+
+
+def test_gpu_and_port_bookkeeping_reads_every_box_in_one_engine_call(
+    user: User, client, cleanup, name: str
+) -> None:
+    # Which GPUs and ports boxes hold is in their labels: Docker's list has them all, where an
+    # inspect of each box costs one round trip per box on a busy server.
+    from devbox import boxes
+
+    cleanup.append(name)
+    user.ok("up", name, "--gpus", "1")
+    first = box_container(client, name)
+    others = [
+        client.containers.run(
+            first.attrs["Config"]["Image"],
+            entrypoint=["sleep", "600"],
+            labels={**first.labels, "devbox.name": f"{name}-{i}", "devbox.gpus": ""},
+            name=f"{first.name}-{i}",
+            detach=True,
+        )
+        for i in range(3)
+    ]
+    try:
+        engine = Engine.connect()
+        calls: list[str] = []
+        engine.client.api.hooks["response"].append(lambda r, *a, **kw: calls.append(r.url))
+        assert allocation.held_gpus(engine, None) == {"1": f"{user.name}/{name}"}
+        assert len(calls) == 1, calls
+        allocation.refuse_if_outraced(engine, engine.client.containers.get(first.id))
+        port = boxes._free_port(engine)
+        assert str(port) not in {c.labels["devbox.port"] for c in [first, *others]}
+        # The box's own get and start time, the one list, its rival's start time (none: no GPUs
+        # shared), then _free_port's one list.
+        assert len(calls) == 1 + 3 + 1, calls
+    finally:
+        for c in others:
+            c.remove(force=True)

@@ -105,6 +105,11 @@ class FakeDocker:
         return self.box_list
 
     # -- low-level API
+    def __call__(self, **_kwargs) -> list[dict]:
+        """api.containers(): the boxes as Docker's list reports them (the attribute `containers`
+        is the collection, so the low-level call lands here)."""
+        return [{"Id": c.id, "State": c.status, "Labels": c.labels} for c in self.box_list]
+
     def attach_socket(self, container_id: str, params: dict) -> Sock:
         step = self.attach_script.pop(0) if self.attach_script else None
         if step is not None:
