@@ -377,8 +377,9 @@ def _create_and_start(
         if lock is not None and engine.boxes(owner=owner, name=spec.name):
             raise _raced(spec.name)
         volume, made = _ensure_volume(engine, owner, spec.name)
+        drop_volume = partial(engine.client.api.remove_volume, volume, force=True)
         if made:
-            undo.append(partial(engine.client.api.remove_volume, volume, force=True))
+            undo.append(drop_volume)
         net = network.NAME if have_network else network.ensure(engine)
         device_ids = allocation.choose(engine, spec)
         identity_label = "" if identity.private_path == paths.user_key_path() else str(identity.private_path)
@@ -392,7 +393,7 @@ def _create_and_start(
                 # The run that won the name makes its box on this volume: it is that box's home,
                 # not ours to remove, even if this run made it a moment ago.
                 if exc is raced and made:
-                    undo.pop()
+                    undo.remove(drop_volume)
                 raise
             undo.append(partial(container.remove, force=True))
             files = trust.payload(spec.user.name, identity, host_key)

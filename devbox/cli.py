@@ -34,13 +34,8 @@ if TYPE_CHECKING:
     from devbox.record import Record
 
 
-def _console(stderr: bool = False):
-    return console.console(stderr)
-
-
-def escape(text: str) -> str:
-    """Text from outside (build logs, names) must not be read as rich markup."""
-    return console.escape(text)
+_console = console.console
+escape = console.escape  # text from outside (build logs, names) must not be read as rich markup
 
 
 def _engine(host: str | None, *, box: str | None = None, ssh_config: Path | None = None) -> Engine:
