@@ -39,3 +39,30 @@ def test_a_refused_identity_names_the_users_own_key_file(monkeypatch: pytest.Mon
     assert err.message == f"devbox-box refused your key {key} (--identity): Authentication failed."
     assert "devbox's key" not in str(err)
     assert f"--identity '{key}'" in (err.hint or "")
+
+
+def test_a_direct_login_dials_without_nagles_algorithm() -> None:
+    """paramiko's login writes small packets back to back; with Nagle's algorithm on, each login
+    waited 40 ms for the server's delayed ACK."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        target = sshclient.Target("devbox-box", server.getsockname()[1], "alice")
+        sock = sshclient._dial(target, timeout=2.0)
+        try:
+            assert isinstance(sock, socket.socket)
+            assert sock.getpeername() == server.getsockname()
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        finally:
+            sock.close()
+
+
+def test_a_login_through_a_servers_master_dials_its_proxy_command() -> None:
+    target = sshclient.Target("devbox-box", 2222, "alice", proxy="cat")
+    sock = sshclient._dial(target, timeout=2.0)
+    try:
+        assert isinstance(sock, paramiko.ProxyCommand)
+        sock.send(b"echo")
+        assert sock.recv(4) == b"echo"
+    finally:
+        sock.close()
