@@ -71,6 +71,9 @@ FLOOR = "floor: docker run sshd, ssh true, rm -f"
 DEVCONTAINER_CYCLE = "peer: devcontainer up, exec true, rm"
 FLEET = f"{FLEET_SIZE} concurrent ups, all SSH-ready"
 ONE_UP = "one up, SSH-ready"
+# For scale: how the engine itself copes with as many containers at once on this machine.
+FLOOR_FLEET = f"{FLEET_SIZE} floors at once (docker run sshd, ssh true)"
+FLOOR_ONE = "one floor (docker run sshd, ssh true)"
 TUI_BUSY = "tui: worst input delay, 100 boxes"
 TUI_IDLE = "tui: worst input delay, idle"
 LOG_BIG = "jobs: logs -n 5 of a 104 MB log"
@@ -95,11 +98,15 @@ class Target:
     against: str | None = None
     adds: bool = False
     unit: str = "s"
-    beside: str | None = None
+    beside: str | tuple[str, ...] | None = None
+
+    @property
+    def besides(self) -> tuple[str, ...]:
+        return (self.beside,) if isinstance(self.beside, str) else self.beside or ()
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(n for n in (self.figure, self.against, self.beside) if n)
+        return tuple(n for n in (self.figure, self.against, *self.besides) if n)
 
     def measured(self, medians: dict[str, float]) -> float | None:
         value = medians.get(self.figure)
@@ -141,7 +148,8 @@ TARGETS = (
     Target(DEVBOX_SSH, 0.1, against=SSH_SHARED, adds=True),
     Target(CYCLE, 1.3, against=FLOOR),
     Target(CYCLE, 0.6, against=DEVCONTAINER_CYCLE),
-    Target(FLEET, 3.0, against=ONE_UP),
+    # The floor's own fleet is shown beside it: ten containers starting at once on two cores.
+    Target(FLEET, 3.0, against=ONE_UP, beside=(FLOOR_FLEET, FLOOR_ONE)),
     # The issue's bar: with 100 boxes on the engine, a refresh never holds up a key press longer.
     Target(TUI_BUSY, 0.1, beside=TUI_IDLE),
     # The tail of a big log is read from its end: as fast as the tail of a small one.
@@ -408,16 +416,21 @@ def floor_round(b: Bench, key: Path, public: str) -> dict[str, list[float]]:
     from servers import free_port
 
     name, port = b.name("bf"), free_port()
-    ssh = ["ssh", "-F", "none", "-o", "BatchMode=yes", *UNPINNED, "-o", "IdentitiesOnly=yes", "-i", str(key)]
     try:
         start = time.perf_counter()
-        call(b.user, *floor_run_args(name, port, public, b.env["DEVBOX_TEST_IMAGE"]))
-        until_ok(b.user, *ssh, "-p", str(port), "root@127.0.0.1", "true")
+        floor_ready(b, name, port, key, public)
         call(b.user, "docker", "rm", "-f", name)
         return {FLOOR: [time.perf_counter() - start]}
     finally:
         with contextlib.suppress(Exception):
             b.client.containers.get(name).remove(force=True)
+
+
+def floor_ready(b: Bench, name: str, port: int, key: Path, public: str) -> None:
+    """The floor's container `name` started on `port`, and its sshd answering `ssh … true`."""
+    ssh = ["ssh", "-F", "none", "-o", "BatchMode=yes", *UNPINNED, "-o", "IdentitiesOnly=yes", "-i", str(key)]
+    call(b.user, *floor_run_args(name, port, public, b.env["DEVBOX_TEST_IMAGE"]))
+    until_ok(b.user, *ssh, "-p", str(port), "root@127.0.0.1", "true")
 
 
 def devcontainer_round(b: Bench) -> dict[str, list[float]]:
@@ -464,10 +477,32 @@ def fleet(b: Bench) -> None:
             list(pool.map(b.rm, names))
         return seconds
 
-    sizes = {ONE_UP: 1, FLEET: FLEET_SIZE}
-    for order in rotations(list(sizes), b.runs):
+    key, public = b.client_key(b.user, "floor_ed25519")
+
+    def floors_ready(names: list[str]) -> float:
+        from servers import free_port
+
+        ports: set[int] = set()
+        while len(ports) < len(names):
+            ports.add(free_port())
+        try:
+            start = time.perf_counter()
+            pairs = zip(names, ports, strict=True)
+            with ThreadPoolExecutor(len(names)) as pool:
+                for done in [pool.submit(floor_ready, b, n, p, key, public) for n, p in pairs]:
+                    done.result()
+            return time.perf_counter() - start
+        finally:
+            for n in names:
+                with contextlib.suppress(Exception):
+                    b.client.containers.get(n).remove(force=True)
+
+    sizes = {ONE_UP: 1, FLEET: FLEET_SIZE, FLOOR_ONE: 1, FLOOR_FLEET: FLEET_SIZE}
+    wanted = [name for name in sizes if b.want(name)]
+    for order in rotations(wanted, b.runs):
         for name in order:
-            b.add(name, all_ready([b.name("bn") for _ in range(sizes[name])]))
+            names = [b.name("bn") for _ in range(sizes[name])]
+            b.add(name, (floors_ready if name in (FLOOR_ONE, FLOOR_FLEET) else all_ready)(names))
 
 
 def listing(b: Bench) -> None:
@@ -666,7 +701,7 @@ PHASES: tuple[tuple[Callable[[Bench], None], tuple[str, ...]], ...] = (
         cycle,
         (UP_BUILT, SSH_FIRST, SSH_SHARED, UP_RUNNING, INSPECT, DEVBOX_SSH, CYCLE, FLOOR, DEVCONTAINER_CYCLE),
     ),
-    (fleet, (FLEET, ONE_UP)),
+    (fleet, (FLEET, ONE_UP, FLOOR_FLEET, FLOOR_ONE)),
     (listing, (LS_50, BARE_LS_50)),
     (jobs, (LOG_BIG, LOG_SMALL, RUN_WAIT, DOCKER_EXEC)),
     (tui, (TUI_BUSY, TUI_IDLE)),
@@ -714,8 +749,8 @@ def report(targets: list[Target], samples: dict[str, list[float]], runs: int) ->
                 row(t.figure, t.figure, t.unit)
             row(f"  vs {t.against}", t.against, unit_of.get(t.against, "s"), verdict)
         printed.add(t.figure)
-        if t.beside:
-            row(f"  beside: {t.beside}", t.beside, t.unit)
+        for name in t.besides:
+            row(f"  beside: {name}", name, t.unit)
     if runs < DEFAULT_RUNS:
         print(f"\nonly {runs} runs per figure: the targets are judged on {DEFAULT_RUNS} or more")
     print(

@@ -6,7 +6,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from devbox import __version__, allocation, deps, gpus, network, paths, sshclient, sshconfig, trust, vscode
 from devbox.allocation import RUNNING_STATES
-from devbox.engine import Engine, L, describe_error
+from devbox.engine import Engine, L, Listed, describe_error
 from devbox.errors import DevboxError, NotFoundError, UsageError
 from devbox.hosts import LOCAL, LOCAL_HOST, Host, HostResult, across
 from devbox.image import build_base, ensure_image, remove_builds
@@ -100,7 +100,26 @@ class Box:
 
     @classmethod
     def from_container(cls, c: Container, host: Host = LOCAL_HOST) -> Box:
-        lb = c.labels
+        networks = ((c.attrs.get("NetworkSettings") or {}).get("Networks") or {}).keys()
+        return cls._of(c.labels, c.status, c.name, c.id, host, tuple(sorted(networks)), _runtime(c.attrs))
+
+    @classmethod
+    def from_listed(cls, c: Listed, host: Host = LOCAL_HOST) -> Box:
+        """A box as Docker's list shows it, without when it started and its limits (left empty:
+        only an inspect reports them). A listing of every box then takes one call."""
+        return cls._of(c.labels, c.status, c.name, c.id, host, c.networks, {"mounts": _binds(c.mounts)})
+
+    @classmethod
+    def _of(
+        cls,
+        lb: dict[str, str],
+        status: str,
+        container: str,
+        container_id: str,
+        host: Host,
+        networks: tuple[str, ...],
+        runtime: dict[str, object],
+    ) -> Box:
         try:
             return cls(
                 name=lb[L("name")],
@@ -108,46 +127,50 @@ class Box:
                 user=lb[L("user")],
                 uid=int(lb[L("uid")]),
                 gid=int(lb[L("gid")]),
-                status=c.status,
+                status=status,
                 port=int(lb[L("port")]),
                 gpus=gpus.parse_label(lb.get(L("gpus"), "")),
                 image=lb.get(L("image"), ""),
                 workdir=lb.get(L("workdir"), ""),
                 volume=lb.get(L("volume"), ""),
-                container=c.name,
-                container_id=c.id,
+                container=container,
+                container_id=container_id,
                 identity=lb.get(L("identity"), ""),
                 host=host.name,
                 jump=host.jump,
-                networks=tuple(sorted(((c.attrs.get("NetworkSettings") or {}).get("Networks") or {}).keys())),
+                networks=networks,
                 ports=tuple(p for p in lb.get(L("ports"), "").split(",") if p),
-                **_runtime(c.attrs),
+                **runtime,
             )
         except (KeyError, ValueError):
             raise DevboxError(
-                f"container {c.name} has damaged devbox labels",
-                f"remove it with `devbox rm {c.labels.get(L('name'), '')}` (its home volume is kept)"
-                if c.labels.get(L("name")) and c.labels.get(L("owner"))
-                else f"remove it with `docker rm -f {c.name}`",
+                f"container {container} has damaged devbox labels",
+                f"remove it with `devbox rm {lb.get(L('name'), '')}` (its home volume is kept)"
+                if lb.get(L("name")) and lb.get(L("owner"))
+                else f"remove it with `docker rm -f {container}`",
             ) from None
 
 
 def _runtime(attrs: dict) -> dict[str, object]:
     """What Docker reports about a box beyond its labels: start time, bind mounts, limits."""
     host_config = attrs.get("HostConfig") or {}
-    binds = [
-        f"{m.get('Source')}:{m.get('Destination')}" + ("" if m.get("RW", True) else ":ro")
-        for m in attrs.get("Mounts") or []
-        if m.get("Type") == "bind"
-    ]
     started = str((attrs.get("State") or {}).get("StartedAt") or "")
     return {
         "started": "" if started.startswith("0001-") else started,
-        "mounts": tuple(binds),
+        "mounts": _binds(attrs.get("Mounts") or ()),
         "memory": int(host_config.get("Memory") or 0),
         "cpus": int(host_config.get("NanoCpus") or 0) / 1e9,
         "shm_size": int(host_config.get("ShmSize") or 0),
     }
+
+
+def _binds(mounts: Iterable[dict]) -> tuple[str, ...]:
+    """The user's bind mounts, SRC:DST[:ro], from Docker's mounts (an inspect's or a list's)."""
+    return tuple(
+        f"{m.get('Source')}:{m.get('Destination')}" + ("" if m.get("RW", True) else ":ro")
+        for m in mounts
+        if m.get("Type") == "bind"
+    )
 
 
 @dataclass(frozen=True)
@@ -177,15 +200,20 @@ def identity_of(box: Box) -> Identity:
     return ensure_user_key() if path == paths.user_key_path() else load_identity(path)
 
 
-def list_boxes(engine: Engine, owner: str | None = None) -> list[Box]:
-    """The owner's boxes (everyone's when owner is None), sorted by owner then name.
+def list_boxes(engine: Engine, owner: str | None = None, *, brief: bool = False) -> list[Box]:
+    """The owner's boxes (everyone's when owner is None), sorted by owner then name; `brief`: as
+    Docker's list shows them (Box.from_listed), in one engine call instead of one more per box.
 
     Containers with damaged labels are left out rather than failing the whole listing.
     """
+    if brief:
+        makers = [partial(Box.from_listed, c, engine.host) for c in engine.listed(owner)]
+    else:
+        makers = [partial(Box.from_container, c, engine.host) for c in engine.boxes(owner=owner)]
     found = []
-    for c in engine.boxes(owner=owner):
+    for make in makers:
         with contextlib.suppress(DevboxError):
-            found.append(Box.from_container(c, engine.host))
+            found.append(make())
     return sorted(found, key=lambda b: (b.owner, b.name))
 
 
@@ -194,7 +222,7 @@ def list_hosts(targets: list[Host], *, all_owners: bool = False) -> list[HostRes
     is the only one)."""
 
     def work(engine: Engine) -> list[Box]:
-        return list_boxes(engine, None if all_owners else engine.owner)
+        return list_boxes(engine, None if all_owners else engine.owner, brief=True)
 
     return across(targets, work, raise_if_single=True)
 
@@ -206,10 +234,13 @@ def get_box(engine: Engine, name: str, owner: str | None = None) -> Box:
 def _container(engine: Engine, name: str, owner: str) -> Container:
     found = engine.boxes(owner=owner, name=name)
     if not found:
-        raise NotFoundError(
-            f"no box named {name!r}", "`devbox ls` lists your boxes; `devbox up NAME` creates one"
-        )
+        raise _no_box(name)
     return found[0]
+
+
+def _no_box(name: str) -> NotFoundError:
+    hint = "`devbox ls` lists your boxes; `devbox up NAME` creates one"
+    return NotFoundError(f"no box named {name!r}", hint)
 
 
 def _refuse_name_elsewhere(engine: Engine, name: str) -> None:
@@ -693,7 +724,7 @@ def _tell_vscode(alias: str) -> vscode.SettingsResult | None:
 def sync_ssh(engine: Engine, ssh_config: Path | None = None) -> tuple[sshconfig.IncludeResult, list[Box]]:
     """Rewrite the blocks of this engine's host in devbox's ssh config from Docker's labels: one per
     box of this owner (other hosts' blocks stay)."""
-    mine = list_boxes(engine, engine.owner)
+    mine = list_boxes(engine, engine.owner, brief=True)
     entries = []
     for b in mine:
         try:
@@ -783,9 +814,12 @@ def rm(engine: Engine, name: str, *, purge: bool = False, ssh_config: Path | Non
     """
     import docker
 
-    container = _container(engine, name, engine.owner)
+    found = engine.listed(engine.owner, name)  # labels are all it needs: no inspect
+    if not found:
+        raise _no_box(name)
+    container = found[0]
     volume = container.labels.get(L("volume")) or f"{container_name(engine.owner, name)}.home"
-    _docker_call(f"remove {name}", lambda: container.remove(force=True))
+    _docker_call(f"remove {name}", lambda: engine.client.api.remove_container(container.id, force=True))
     # Local cleanup is best effort: the box is gone, and a stale entry is harmless.
     for alias in published_aliases(container.labels, engine.host.jump, name):
         with contextlib.suppress(OSError, DevboxError):

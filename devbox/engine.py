@@ -50,11 +50,28 @@ def L(key: str) -> str:  # noqa: N802 - short on purpose: label names are spelle
 
 @dataclass(frozen=True)
 class Listed:
-    """A container as Docker's list reports it: its ID, state (running, exited, …) and labels."""
+    """A container as Docker's list reports it: its ID, state (running, exited, …) and labels, its
+    name, and the networks and mounts it has (as an inspect gives them; not its start time or limits)."""
 
     id: str
     status: str
     labels: dict[str, str]
+    name: str = ""
+    networks: tuple[str, ...] = ()
+    mounts: tuple[dict, ...] = ()
+
+    @classmethod
+    def of(cls, row: dict) -> Listed:
+        names = row.get("Names") or [""]
+        networks = ((row.get("NetworkSettings") or {}).get("Networks") or {}).keys()
+        return cls(
+            row["Id"],
+            str(row.get("State") or ""),
+            dict(row.get("Labels") or {}),
+            names[0].lstrip("/"),
+            tuple(sorted(networks)),
+            tuple(row.get("Mounts") or ()),
+        )
 
 
 @dataclass
@@ -181,20 +198,17 @@ class Engine:
 
     def boxes(self, owner: str | None = None, name: str | None = None) -> list[Container]:
         """Every devbox container (stopped ones too), optionally one owner's or one name's."""
-        filters = [f"{LABEL_PREFIX}name"]
-        if owner is not None:
-            filters.append(f"{LABEL_PREFIX}owner={owner}")
-        if name is not None:
-            filters.append(f"{LABEL_PREFIX}name={name}")
         # ignore_removed: a colleague's `rm` racing with this listing must not fail our command.
-        return self.client.containers.list(all=True, filters={"label": filters}, ignore_removed=True)
+        return self.client.containers.list(
+            all=True, filters={"label": _box_filters(owner, name)}, ignore_removed=True
+        )
 
-    def listed(self) -> list[Listed]:
-        """Every devbox container as Docker's list shows it: one call, where boxes() inspects each
-        container too (a round trip each on a server). For what reads only labels and state: GPUs
-        held, ports taken."""
-        rows = self.client.api.containers(all=True, filters={"label": f"{LABEL_PREFIX}name"})
-        return [Listed(r["Id"], str(r.get("State") or ""), dict(r.get("Labels") or {})) for r in rows]
+    def listed(self, owner: str | None = None, name: str | None = None) -> list[Listed]:
+        """Every devbox container (optionally one owner's or one name's) as Docker's list shows
+        it: one call, where boxes() inspects each container too (a round trip each on a server).
+        For what reads only labels, state, networks and mounts: GPUs held, ports taken, listings."""
+        rows = self.client.api.containers(all=True, filters={"label": _box_filters(owner, name)})
+        return [Listed.of(r) for r in rows]
 
     def run_on_host(self, args: list[str]) -> str:
         """Run a command (nvidia-smi) on the engine's host and return its stdout.
@@ -416,3 +430,12 @@ def describe_error(exc: Exception) -> str:
     """A docker/requests exception as one readable line."""
     text = getattr(exc, "explanation", None) or str(exc)
     return " ".join(str(text).split())[:300]
+
+
+def _box_filters(owner: str | None, name: str | None) -> list[str]:
+    filters = [f"{LABEL_PREFIX}name"]
+    if owner is not None:
+        filters.append(f"{LABEL_PREFIX}owner={owner}")
+    if name is not None:
+        filters.append(f"{LABEL_PREFIX}name={name}")
+    return filters

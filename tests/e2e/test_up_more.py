@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -115,10 +116,13 @@ def test_ups_of_one_name_at_once_make_one_box_and_keep_its_home(user: User, clie
 
 
 @contextlib.contextmanager
-def _holding_proxy(docker_host: str, marker: bytes, hold_s: float) -> Iterator[tuple[str, threading.Event]]:
+def _holding_proxy(
+    docker_host: str, marker: bytes, hold_s: float, seen: list[str] | None = None
+) -> Iterator[tuple[str, threading.Event]]:
     """A unix socket passing Docker API traffic on to `docker_host`, holding each request whose
     first line holds `marker` for `hold_s` first: one step of a devbox run made slow on purpose.
-    Yields the socket's path and an event set once a request is held."""
+    Yields the socket's path and an event set once a request is held; `seen` collects each
+    request's method and path."""
     upstream = docker_host.removeprefix("unix://")
     where = tempfile.mkdtemp(prefix="devbox-proxy-")
     os.chmod(where, 0o755)  # the test user connects to it
@@ -132,7 +136,10 @@ def _holding_proxy(docker_host: str, marker: bytes, hold_s: float) -> Iterator[t
     def pump(src: socket.socket, dst: socket.socket, hold: bool) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
-                if hold and marker in data.split(b"\r\n", 1)[0]:
+                first = data.split(b"\r\n", 1)[0]
+                if hold and seen is not None and first.split(b" ")[0] in (b"GET", b"POST", b"PUT", b"DELETE"):
+                    seen.append(" ".join(first.decode().split()[:2]))
+                if hold and marker in first:
                     held.set()
                     time.sleep(hold_s)
                 dst.sendall(data)
@@ -484,3 +491,47 @@ def test_one_connection_to_the_engine_serves_a_command_s_calls(env, monkeypatch,
     engine.client.containers.get(box.container_id).reload()
     assert len(connects) == 1, connects
     user.ok("rm", name, "--purge")
+
+
+def test_ls_and_rm_read_boxes_from_one_list_call(env, monkeypatch, user: User, client, name) -> None:
+    # A listing that inspects each box costs a round trip per box on a server: `ls` and `rm` read
+    # only what Docker's list has, and see the same box an inspect shows (less its start time and limits).
+    from dataclasses import replace
+
+    from devbox import boxes
+    from devbox.engine import Engine
+
+    data = user.home / f"data-{name}"
+    data.mkdir()
+    os.chown(data, user.uid, user.gid)
+    try:
+        user.ok("up", name, "--mount", f"{data}:/workspace/data:ro", "--memory", "1g", "--cpus", "1")
+        user.ok("up", f"{name}b")
+        monkeypatch.setenv("DOCKER_HOST", env["DOCKER_HOST"])
+        engine = Engine.connect()
+        calls: list[str] = []
+        engine.client.api.hooks["response"].append(lambda r, *a, **kw: calls.append(r.url))
+        brief = boxes.list_boxes(engine, user.name, brief=True)
+        assert len(calls) == 1, calls
+        full = boxes.list_boxes(engine, user.name)
+        assert [b.name for b in brief] == [name, f"{name}b"]
+        assert full[0].mounts == (f"{data}:/workspace/data:ro",) and full[0].memory == 1 << 30
+        assert full[0].started and full[0].networks
+        assert brief == [replace(b, started="", memory=0, cpus=0.0, shm_size=0) for b in full]
+
+        seen: list[str] = []
+        with _holding_proxy(env["DOCKER_HOST"], b"no request holds this", 0, seen) as (sock, _):
+            through = {"DOCKER_HOST": f"unix://{sock}"}
+            listed = json.loads(user.ok("ls", "--json", extra_env=through).stdout)
+            assert listed == [b.to_json() for b in full]
+            assert [s for s in seen if "/containers/" in s] == [seen[1]], seen  # after the version check
+            seen.clear()
+            user.ok("rm", f"{name}b", extra_env=through)
+            box_calls = [s for s in seen if "/containers/" in s]
+            assert [s.split()[0] for s in box_calls] == ["GET", "DELETE"], seen
+        assert devbox_containers(client, f"{name}b") == []
+        assert f"{name}b" not in user.ok("ls").stdout
+    finally:
+        user.devbox("rm", name, "--purge")
+        user.devbox("rm", f"{name}b", "--purge")
+        shutil.rmtree(data)
