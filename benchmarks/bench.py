@@ -244,6 +244,7 @@ class Bench:
     boxes: set[str] = field(default_factory=set)  # the user's boxes this run made and has not removed
     homes: list[Path] = field(default_factory=list)
     box: str | None = None
+    keys: dict[tuple[str, str], tuple[Path, str]] = field(default_factory=dict)  # made, by home and name
 
     def add(self, name: str, *values: float) -> None:
         self.samples.setdefault(name, []).extend(values)
@@ -298,7 +299,9 @@ class Bench:
     def client_key(self, user: User, name: str) -> tuple[Path, str]:
         from servers import make_client_key
 
-        return make_client_key(user.home, user.uid, user.gid, name=name)
+        if (str(user.home), name) not in self.keys:  # phases share one: ssh-keygen will not overwrite it
+            self.keys[str(user.home), name] = make_client_key(user.home, user.uid, user.gid, name=name)
+        return self.keys[str(user.home), name]
 
     def cleanup(self, images_before: set[str]) -> None:
         for box in sorted(self.boxes | ({self.box} if self.box else set())):
