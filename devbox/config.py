@@ -30,7 +30,6 @@ them: a stale default must not break commands that never touch it.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 from collections.abc import Callable
@@ -202,6 +201,8 @@ def load(path: Path | None = None) -> Settings:
         lines[key] = _line(key_node)
         check = _CHECKS.get(key)
         if check is None:
+            import difflib  # only to suggest a fix
+
             close = difflib.get_close_matches(key, _CHECKS, n=1)
             raise ConfigError(f"{where}: unknown key", f"did you mean {close[0]!r}?" if close else _KEYS_HINT)
         if not _is_text(value_node):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
@@ -202,6 +201,8 @@ class BoxSpec:
 
 def env_digest(key: str, value: str) -> str:
     """A digest of one --env variable for labels; the prefix keeps it apart from other sha256 uses."""
+    import hashlib  # here: loading OpenSSL is 3 ms of a command's start, and few commands digest
+
     return hashlib.sha256(f"devbox.env\0{key}\0{value}".encode()).hexdigest()
 
 

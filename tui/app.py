@@ -581,7 +581,7 @@ class DevboxApp(App[None]):
         except ValueError as exc:
             self.notify(f"cannot read that command: {exc}", severity="error")
             return
-        argv = [sys.executable, "-c", "from devbox.cli import main; main()", *args]
+        argv = [sys.executable, "-c", "from devbox.cli import entry; entry()", *args]
         if args and args[0] in INTERACTIVE:
             with self.suspend():
                 subprocess.run(argv)

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from .conftest import User, box_container
 
@@ -159,6 +160,38 @@ def test_devbox_ssh_runs_a_command_and_passes_its_exit_code(user: User, name: st
     user.ok("up", name)
     assert user.devbox("ssh", name, "--", "sh", "-c", "exit 7").returncode == 7
     assert user.devbox("ssh", name, "--", "echo", "hi").stdout == "hi\n"
+    user.ok("rm", name, "--purge")
+
+
+EXEC_SPY = """
+import os, sys
+sys.argv = ["devbox", *sys.argv[1:]]
+real = os.execvp
+
+def spy(file, args):
+    heavy = sorted(m for m in ("docker", "paramiko", "devbox.boxes", "devbox.engine") if m in sys.modules)
+    print("IMPORTED", ",".join(heavy) or "-", file=sys.stderr, flush=True)
+    real(file, args)
+
+os.execvp = spy
+from devbox.cli import main
+main()
+"""
+
+
+def test_devbox_ssh_riding_a_live_master_imports_no_engine_code(user: User, name: str) -> None:
+    # With the box's master up, `devbox ssh` is a prelude to ssh's exec: the docker SDK and the
+    # engine's modules were 25 ms of its 0.1 s. Without a master it still asks the engine.
+    python = str(Path(user.env["DEVBOX_VENV"]) / "bin" / "python")
+    user.ok("up", name)
+    assert user.ssh(f"devbox-{name}", "true").returncode == 0  # its master is up now
+    proc = user.run(python, "-c", EXEC_SPY, "ssh", name, "--", "echo", "hi")
+    assert (proc.returncode, proc.stdout) == (0, "hi\n"), proc.stderr
+    assert "IMPORTED -\n" in proc.stderr, proc.stderr
+    user.run("ssh", "-F", str(user.ssh_config), "-O", "exit", f"devbox-{name}")
+    proc = user.run(python, "-c", EXEC_SPY, "ssh", name, "--", "echo", "hi")
+    assert (proc.returncode, proc.stdout) == (0, "hi\n"), proc.stderr
+    assert "devbox.engine" in proc.stderr and "docker" in proc.stderr, proc.stderr
     user.ok("rm", name, "--purge")
 
 

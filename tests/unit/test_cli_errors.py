@@ -254,3 +254,65 @@ def test_a_bad_connect_timeout_is_refused_before_a_host_is_saved(home: Path) -> 
     assert proc.returncode == 2
     assert "invalid DEVBOX_CONNECT_TIMEOUT='8s'" in one_error_line(proc)
     assert not (home / ".config" / "devbox" / "hosts.yaml").exists()
+
+
+TEARDOWN_CHECK = """
+import atexit, sys, threading, time
+
+class Noisy:
+    def __del__(self):
+        sys.stderr.write("teardown ran\\n")
+
+noisy = Noisy()  # freed by Python's teardown only
+atexit.register(lambda: print("atexit ran", file=sys.stderr))
+if {keep_thread!r}:
+    threading.Thread(target=time.sleep, args=(0.2,)).start()  # not a daemon: Python waits for it
+sys.argv = ["devbox", *{argv!r}]
+from devbox.cli import entry
+entry()
+"""
+
+
+@pytest.mark.parametrize(("argv", "code"), [(["--version"], 0), (["up", "Bad_Name"], 2)])
+def test_the_command_skips_python_s_teardown_but_flushes_and_runs_exit_handlers(
+    home: Path, argv: list[str], code: int
+) -> None:
+    proc = python_in(home, TEARDOWN_CHECK.format(keep_thread=False, argv=argv))
+    assert proc.returncode == code, proc.stderr
+    assert "atexit ran" in proc.stderr and "teardown ran" not in proc.stderr
+    if code == 0:
+        assert "0.1.0" in proc.stdout
+    else:
+        assert "invalid box name 'Bad_Name'" in proc.stderr
+
+
+def test_a_command_leaving_a_running_thread_exits_the_usual_way(home: Path) -> None:
+    proc = python_in(home, TEARDOWN_CHECK.format(keep_thread=True, argv=["--version"]))
+    assert proc.returncode == 0, proc.stderr
+    assert "0.1.0" in proc.stdout
+    assert "atexit ran" in proc.stderr and "teardown ran" in proc.stderr
+
+
+@pytest.mark.parametrize("stdout", ["closed pipe", "no stdout"])
+def test_output_that_cannot_be_written_ends_as_it_did_before(home: Path, stdout: str) -> None:
+    # The reader went away, or there is no stdout at all: the same status and report as main().
+    def run(function: str) -> tuple[int, str]:
+        code = f"import sys; sys.argv = ['devbox', '--help']\nfrom devbox.cli import {function}\n{function}()"
+        read, write = os.pipe()
+        os.close(read)
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            stdout=write if stdout == "closed pipe" else None,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "HOME": str(home)},
+            timeout=60,
+            pass_fds=(),
+            preexec_fn=None if stdout == "closed pipe" else (lambda: os.close(1)),
+        )
+        os.close(write)
+        return proc.returncode, proc.stderr.replace(function, "F")
+
+    via_entry = run("entry")
+    assert via_entry == run("main")
+    assert "Traceback" not in via_entry[1]
