@@ -691,18 +691,18 @@ def run(
         cwd = cwd or declared.cwd
         envs = (*declared.env, *envs)
         gpus_text = gpus_text if gpus_text is not None else declared.gpus
-    job = jobs.run(
-        engine, box, jobs.request(box, command, name=job_name, cwd=cwd, envs=envs, gpus_text=gpus_text)
+    req = jobs.request(box, command, name=job_name, cwd=cwd, envs=envs, gpus_text=gpus_text)
+    if wait_:
+
+        def started(job: Job) -> None:
+            _console(stderr=True).print(f"[dim]job {job.name} in {box.name}[/dim]")
+
+        _exit_like(jobs.run_and_follow(engine, box, req, started, _write_stdout))
+    job = jobs.run(engine, box, req)
+    _console().print(
+        f"Started job [bold]{job.name}[/bold] in {box.name}: "
+        f"`devbox logs {box.name} {job.name} -f`, `devbox attach {box.name} {job.name}`"
     )
-    if not wait_:
-        _console().print(
-            f"Started job [bold]{job.name}[/bold] in {box.name}: "
-            f"`devbox logs {box.name} {job.name} -f`, `devbox attach {box.name} {job.name}`"
-        )
-        return
-    _console(stderr=True).print(f"[dim]job {job.name} in {box.name}[/dim]")
-    ended = jobs.follow(engine, box, job.name, _write_stdout)
-    _exit_like(ended)
 
 
 def _declared_job(command: tuple[str, ...]) -> ProjectJob | None:

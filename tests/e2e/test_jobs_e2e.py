@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from .conftest import User
+from .test_up_more import _holding_proxy
 
 BOX = "jobbox"
 HOSTILE = [
@@ -108,9 +109,10 @@ def test_a_running_name_is_refused_and_an_ended_one_is_taken_over_keeping_its_lo
     user: User, box: str
 ) -> None:
     user.ok("run", box, "--name", "dup", "--", "sleep", "300")
-    proc = user.devbox("run", box, "--name", "dup", "--", "true")
-    assert proc.returncode == 2
-    assert "a job named 'dup' is already running" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    for wait in ((), ("--wait",)):
+        proc = user.devbox("run", box, "--name", "dup", *wait, "--", "true")
+        assert proc.returncode == 2
+        assert "a job named 'dup' is already running" in proc.stderr and len(proc.stderr.splitlines()) == 1
     user.ok("kill", box, "dup", "--grace", "1")
     user.ok("run", box, "--name", "dup", "--wait", "--", "echo", "second")
     assert user.ok("logs", box, "dup").stdout == "second\n"
@@ -294,3 +296,24 @@ def test_bad_job_input_is_one_line_and_exit_2(user: User, box: str) -> None:
     for args in (["logs", box, "nosuchjob"], ["wait", box, "nosuchjob"], ["attach", box, "nosuchjob"]):
         proc = user.devbox(*args)
         assert proc.returncode == 1 and "no job named 'nosuchjob'" in proc.stderr, (args, proc.stderr)
+
+
+def test_run_wait_starts_and_follows_its_job_in_one_exec(user: User, box: str, env: dict[str, str]) -> None:
+    # Each exec into a box is a process Docker starts there (~40 ms); `run --wait` takes one.
+    seen: list[str] = []
+    with _holding_proxy(env["DOCKER_HOST"], b"\0", 0, seen) as (sock, _held):
+        proc = user.devbox(
+            "run",
+            box,
+            "--name",
+            "once",
+            "--wait",
+            "--",
+            "sh",
+            "-c",
+            "echo one; exit 3",
+            extra_env={"DOCKER_HOST": f"unix://{sock}"},
+        )
+    assert (proc.returncode, proc.stdout) == (3, "one\n"), proc.stderr
+    assert "job once in jobbox" in proc.stderr and "once: exited 3" in proc.stderr
+    assert len([r for r in seen if r.startswith("POST") and r.endswith("/exec")]) == 1, seen
