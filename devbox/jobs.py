@@ -271,8 +271,9 @@ def run(engine: Engine, box: Box, req: JobRequest) -> Job:
 def run_and_follow(
     engine: Engine, box: Box, req: JobRequest, on_start: Callable[[Job], None], write: Callable[[bytes], None]
 ) -> Job:
-    """run(), then follow() the job, in one exec into the box (`run --wait`: one exec fewer, a
-    tenth of its time). `on_start` gets the job once it runs; returns it ended."""
+    """run(), then follow() the job, in one exec into the box: `run --wait` makes one exec (a
+    process Docker starts in the box) fewer. `on_start` gets the job once it runs; returns it
+    ended."""
     stderr: list[bytes] = []
     codes: list[int] = []
     head, job = b"", None
