@@ -206,14 +206,11 @@ def list_boxes(engine: Engine, owner: str | None = None, *, brief: bool = False)
 
     Containers with damaged labels are left out rather than failing the whole listing.
     """
-    if brief:
-        makers = [partial(Box.from_listed, c, engine.host) for c in engine.listed(owner)]
-    else:
-        makers = [partial(Box.from_container, c, engine.host) for c in engine.boxes(owner=owner)]
+    make = Box.from_listed if brief else Box.from_container
     found = []
-    for make in makers:
+    for c in engine.listed(owner) if brief else engine.boxes(owner=owner):
         with contextlib.suppress(DevboxError):
-            found.append(make())
+            found.append(make(c, engine.host))
     return sorted(found, key=lambda b: (b.owner, b.name))
 
 

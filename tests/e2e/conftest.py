@@ -10,8 +10,11 @@ import io
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -275,3 +278,51 @@ def box_container(client: docker.DockerClient, name: str):
 
 def devbox_containers(client: docker.DockerClient, name: str) -> list:
     return client.containers.list(all=True, filters={"label": f"devbox.name={name}"})
+
+
+@contextlib.contextmanager
+def holding_proxy(
+    docker_host: str, marker: bytes, hold_s: float, seen: list[str] | None = None
+) -> Iterator[tuple[str, threading.Event]]:
+    """A unix socket passing Docker API traffic on to `docker_host`, holding each request whose
+    first line holds `marker` for `hold_s` first: one step of a devbox run made slow on purpose.
+    Yields the socket's path and an event set once a request is held; `seen` collects each
+    request's method and path."""
+    upstream = docker_host.removeprefix("unix://")
+    where = tempfile.mkdtemp(prefix="devbox-proxy-")
+    os.chmod(where, 0o755)  # the test user connects to it
+    path = os.path.join(where, "docker.sock")
+    held = threading.Event()
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    os.chmod(path, 0o666)
+    server.listen()
+
+    def pump(src: socket.socket, dst: socket.socket, hold: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                first = data.split(b"\r\n", 1)[0]
+                if hold and seen is not None and first.split(b" ")[0] in (b"GET", b"POST", b"PUT", b"DELETE"):
+                    seen.append(" ".join(first.decode().split()[:2]))
+                if hold and marker in first:
+                    held.set()
+                    time.sleep(hold_s)
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                up = socket.socket(socket.AF_UNIX)
+                up.connect(upstream)
+                threading.Thread(target=pump, args=(conn, up, True), daemon=True).start()
+                threading.Thread(target=pump, args=(up, conn, False), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield path, held
+    finally:
+        server.close()
+        shutil.rmtree(where, ignore_errors=True)

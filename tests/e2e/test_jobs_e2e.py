@@ -11,8 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from .conftest import User
-from .test_up_more import _holding_proxy
+from .conftest import User, holding_proxy
 
 BOX = "jobbox"
 HOSTILE = [
@@ -301,7 +300,7 @@ def test_bad_job_input_is_one_line_and_exit_2(user: User, box: str) -> None:
 def test_run_wait_starts_and_follows_its_job_in_one_exec(user: User, box: str, env: dict[str, str]) -> None:
     # Each exec into a box is a process Docker starts there (~40 ms); `run --wait` takes one.
     seen: list[str] = []
-    with _holding_proxy(env["DOCKER_HOST"], b"\0", 0, seen) as (sock, _held):
+    with holding_proxy(env["DOCKER_HOST"], b"\0", 0, seen) as (sock, _held):
         proc = user.devbox(
             "run",
             box,

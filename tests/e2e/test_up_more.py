@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import socket
 import subprocess
-import tempfile
-import threading
-import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from .conftest import User, box_container, devbox_containers
+from .conftest import User, box_container, devbox_containers, holding_proxy
 
 
 def _leftovers(client, name: str) -> tuple[list, list]:
@@ -115,60 +110,12 @@ def test_ups_of_one_name_at_once_make_one_box_and_keep_its_home(user: User, clie
         user.devbox("rm", name, "--purge")
 
 
-@contextlib.contextmanager
-def _holding_proxy(
-    docker_host: str, marker: bytes, hold_s: float, seen: list[str] | None = None
-) -> Iterator[tuple[str, threading.Event]]:
-    """A unix socket passing Docker API traffic on to `docker_host`, holding each request whose
-    first line holds `marker` for `hold_s` first: one step of a devbox run made slow on purpose.
-    Yields the socket's path and an event set once a request is held; `seen` collects each
-    request's method and path."""
-    upstream = docker_host.removeprefix("unix://")
-    where = tempfile.mkdtemp(prefix="devbox-proxy-")
-    os.chmod(where, 0o755)  # the test user connects to it
-    path = os.path.join(where, "docker.sock")
-    held = threading.Event()
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(path)
-    os.chmod(path, 0o666)
-    server.listen()
-
-    def pump(src: socket.socket, dst: socket.socket, hold: bool) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                first = data.split(b"\r\n", 1)[0]
-                if hold and seen is not None and first.split(b" ")[0] in (b"GET", b"POST", b"PUT", b"DELETE"):
-                    seen.append(" ".join(first.decode().split()[:2]))
-                if hold and marker in first:
-                    held.set()
-                    time.sleep(hold_s)
-                dst.sendall(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    def serve() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                conn, _ = server.accept()
-                up = socket.socket(socket.AF_UNIX)
-                up.connect(upstream)
-                threading.Thread(target=pump, args=(conn, up, True), daemon=True).start()
-                threading.Thread(target=pump, args=(up, conn, False), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield path, held
-    finally:
-        server.close()
-        shutil.rmtree(where, ignore_errors=True)
-
-
 def test_up_of_a_box_another_up_is_still_setting_up_waits_for_it_and_both_end_with_it(
     user: User, client, env, name
 ) -> None:
     # The first `up` is held between creating the box and copying its files in (the window where
     # the box is listed but has no /etc/devbox yet); a second `up` of the name must wait for it.
-    with _holding_proxy(env["DOCKER_HOST"], b"/archive", hold_s=3) as (sock, held):
+    with holding_proxy(env["DOCKER_HOST"], b"/archive", hold_s=3) as (sock, held):
         argv = user.argv(
             str(Path(env["DEVBOX_TEST_VENV"]) / "bin" / "devbox"),
             "up",
@@ -520,7 +467,7 @@ def test_ls_and_rm_read_boxes_from_one_list_call(env, monkeypatch, user: User, c
         assert brief == [replace(b, started="", memory=0, cpus=0.0, shm_size=0) for b in full]
 
         seen: list[str] = []
-        with _holding_proxy(env["DOCKER_HOST"], b"no request holds this", 0, seen) as (sock, _):
+        with holding_proxy(env["DOCKER_HOST"], b"no request holds this", 0, seen) as (sock, _):
             through = {"DOCKER_HOST": f"unix://{sock}"}
             listed = json.loads(user.ok("ls", "--json", extra_env=through).stdout)
             assert listed == [b.to_json() for b in full]

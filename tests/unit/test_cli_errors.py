@@ -299,18 +299,19 @@ def test_output_that_cannot_be_written_ends_as_it_did_before(home: Path, stdout:
     def run(function: str) -> tuple[int, str]:
         code = f"import sys; sys.argv = ['devbox', '--help']\nfrom devbox.cli import {function}\n{function}()"
         read, write = os.pipe()
-        os.close(read)
-        proc = subprocess.run(
-            [sys.executable, "-c", code],
-            stdout=write if stdout == "closed pipe" else None,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "HOME": str(home)},
-            timeout=60,
-            pass_fds=(),
-            preexec_fn=None if stdout == "closed pipe" else (lambda: os.close(1)),
-        )
-        os.close(write)
+        os.close(read)  # a reader that went away
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", code],
+                stdout=write if stdout == "closed pipe" else None,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "HOME": str(home)},
+                timeout=60,
+                preexec_fn=None if stdout == "closed pipe" else (lambda: os.close(1)),
+            )
+        finally:
+            os.close(write)
         return proc.returncode, proc.stderr.replace(function, "F")
 
     via_entry = run("entry")
