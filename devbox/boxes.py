@@ -12,7 +12,19 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from devbox import __version__, allocation, deps, gpus, network, paths, sshclient, sshconfig, trust, vscode
+from devbox import (
+    __version__,
+    allocation,
+    deps,
+    gpus,
+    interrupts,
+    network,
+    paths,
+    sshclient,
+    sshconfig,
+    trust,
+    vscode,
+)
 from devbox.allocation import RUNNING_STATES
 from devbox.engine import Engine, L, Listed, describe_error
 from devbox.errors import DevboxError, NotFoundError, UsageError
@@ -189,7 +201,13 @@ def container_name(owner: str, name: str) -> str:
 
 
 def identity_of(box: Box) -> Identity:
-    """The key this client logs in to `box` with.
+    """The key this client logs in to `box` with, loaded (see key_path_of)."""
+    path = key_path_of(box)
+    return ensure_user_key() if path == paths.user_key_path() else load_identity(path)
+
+
+def key_path_of(box: Box) -> Path:
+    """The file of the key this client logs in to `box` with, not read.
 
     The last `up` wrote it into the box's ssh config block (it may have switched keys since
     the box was created: labels cannot change); the creation label is the fallback.
@@ -197,7 +215,7 @@ def identity_of(box: Box) -> Identity:
     path = next((e.identity_file for e in sshconfig.read_entries() if e.alias == box.alias), None)
     if path is None:
         path = Path(box.identity) if box.identity else paths.user_key_path()
-    return ensure_user_key() if path == paths.user_key_path() else load_identity(path)
+    return path
 
 
 def list_boxes(engine: Engine, owner: str | None = None, *, brief: bool = False) -> list[Box]:
@@ -416,14 +434,17 @@ def _create_and_start(
             create = partial(engine.client.containers.create, image, **args)
             raced = _raced(spec.name)
             try:
-                container = _docker_call(f"create {spec.name}", create, conflict=raced)
+                # A signal held until the box is on the undo list: one taken while the request
+                # was out would leave a box made by this run that nothing removes.
+                with interrupts.deferred():
+                    container = _docker_call(f"create {spec.name}", create, conflict=raced)
+                    undo.append(partial(container.remove, force=True))
             except DevboxError as exc:
                 # The run that won the name makes its box on this volume: it is that box's home,
                 # not ours to remove, even if this run made it a moment ago.
                 if exc is raced and made:
                     undo.remove(drop_volume)
                 raise
-            undo.append(partial(container.remove, force=True))
             files = trust.payload(spec.user.name, identity, host_key)
             _docker_call(f"set up {spec.name}", partial(container.put_archive, "/etc", files))
             try:
@@ -662,15 +683,16 @@ def _log_tail(container: Container, lines: int = 5) -> str:
 
 
 def ssh_entry(
-    box: Box, identity: Identity | None = None, ports: tuple[str, ...] | None = None
+    box: Box, identity_file: Path | None = None, ports: tuple[str, ...] | None = None
 ) -> sshconfig.HostEntry:
-    """The OpenSSH block for `box`: its port, user, key, pinned known_hosts and port forwards
+    """The OpenSSH block for `box`: its port, user, key (by default the one it has now, not read:
+    a passphrase key is named as well without its agent), pinned known_hosts and port forwards
     (`ports`; by default those its entry has now, else those it was made with)."""
     return sshconfig.HostEntry(
         alias=box.alias,
         port=box.port,
         user=box.user,
-        identity_file=(identity or identity_of(box)).private_path,
+        identity_file=identity_file or key_path_of(box),
         known_hosts=paths.known_hosts_path(),
         proxy_jump=box.jump,
         forwards=forwards_of(box) if ports is None else ports,
@@ -693,7 +715,7 @@ def _publish(
     """Write the box's ssh entry and VS Code hint. The box is up by now: a failure here is a
     warning with the fix, never an error that leaves a running box behind a non-zero exit."""
     try:
-        include = sshconfig.upsert(ssh_entry(box, identity, ports), user_config=ssh_config)
+        include = sshconfig.upsert(ssh_entry(box, identity.private_path, ports), user_config=ssh_config)
     except DevboxError as exc:
         return (
             None,
@@ -721,17 +743,26 @@ def _tell_vscode(alias: str) -> vscode.SettingsResult | None:
 def sync_ssh(engine: Engine, ssh_config: Path | None = None) -> tuple[sshconfig.IncludeResult, list[Box]]:
     """Rewrite the blocks of this engine's host in devbox's ssh config from Docker's labels: one per
     box of this owner (other hosts' blocks stay)."""
-    mine = list_boxes(engine, engine.owner, brief=True)
-    entries = []
-    for b in mine:
-        try:
-            entries.append(ssh_entry(b))
-        except DevboxError:  # its key is gone: fall back to devbox's own, which `up` can re-authorize
-            entries.append(ssh_entry(b, ensure_user_key()))
+    mine: list[Box] = []
+
+    def entries() -> list[sshconfig.HostEntry]:
+        # Called under the config's lock: a box whose `up` writes its block meanwhile is in this
+        # list, or writes it after this sync; a list made before the lock could drop that block.
+        mine.extend(list_boxes(engine, engine.owner, brief=True))
+        return [ssh_entry(b, _synced_key(b)) for b in mine]
+
     result = sshconfig.sync(entries, scope=lambda e: e.proxy_jump == engine.host.jump, user_config=ssh_config)
     for b in mine:
         _tell_vscode(b.alias)
     return result, mine
+
+
+def _synced_key(box: Box) -> Path:
+    """The key a re-synced block names: the box's own while its file is there, even one that
+    cannot be read now (a passphrase key without its agent); a key gone from disk falls back to
+    devbox's own, which `up` can re-authorize."""
+    path = key_path_of(box)
+    return path if path.is_file() else ensure_user_key().private_path
 
 
 def sync_hosts(

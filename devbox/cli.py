@@ -69,8 +69,16 @@ def _ssh_config_opt(f):
         type=click.Path(dir_okay=False, path_type=Path),
         envvar="DEVBOX_SSH_CONFIG",
         default=lambda: _settings().current().ssh_config,
+        # Checked before any work: a bad one would otherwise surface only once a box is made.
+        callback=lambda _ctx, _param, value: value and _user_ssh_config(value),
         help="OpenSSH config to add devbox's Include to [default: config.yaml's, or ~/.ssh/config].",
     )(f)
+
+
+def _user_ssh_config(path: Path) -> Path:
+    from devbox import sshconfig
+
+    return sshconfig.user_config_path(path)
 
 
 def _host_opt(f):
@@ -331,11 +339,11 @@ def _warn_record_differences(rec: Record, box: Box, ssh_config: Path | None) -> 
 def _warn_busy_ports(box: Box) -> None:
     from devbox import boxes, forward
 
-    for local in forward.busy(boxes.forwards_of(box)):
+    for local, why in forward.busy(boxes.forwards_of(box)):
         other = forward.free_port_near(local)
         _console(stderr=True).print(
-            f"[yellow]warning: port {local} on this machine is in use: ssh cannot forward it "
-            f"while it is; free it, or `devbox up {escape(box.name)} --port PORT:{other}`[/yellow]"
+            f"[yellow]warning: port {local} on this machine {why}: ssh cannot forward it; "
+            f"free it, or `devbox up {escape(box.name)} --port PORT:{other}`[/yellow]"
         )
 
 
@@ -1195,6 +1203,10 @@ def _end(code: int) -> NoReturn:
     import atexit
     import threading
 
+    # The work is done: a kill from here on ends the process as it would any other, rather than
+    # raising SystemExit inside an exit handler (which Python reports with a traceback).
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
     if not _flushed():
         sys.exit(code)
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):

@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: str | bytes, mode: int = 0o600) -> None:
+def atomic_write(path: Path, data: str | bytes, mode: int = 0o600, group: int | None = None) -> None:
     """Replace `path` with `data` so readers see the old file or the new one, never half of one.
 
     The temp file lives in the same directory so os.replace is a rename on one filesystem.
+    `group`: the file's group (a new file gets the writer's); PermissionError where the writer may
+    not give it that group, and then `path` is left as it was.
     """
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -22,6 +24,8 @@ def atomic_write(path: Path, data: str | bytes, mode: int = 0o600) -> None:
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
+        if group is not None:
+            os.chown(tmp, -1, group)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

@@ -9,6 +9,7 @@ VS Code already has, and it is cancelled on the master when it ends.
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import subprocess
 import time
@@ -35,21 +36,31 @@ class Forward:
         return f"127.0.0.1:{self.local}:127.0.0.1:{self.port}"
 
 
-def in_use(local: int) -> bool:
-    """Whether something on this machine listens on 127.0.0.1:`local` (ssh could not bind it)."""
+def unusable(local: int) -> str | None:
+    """Why ssh could not listen on 127.0.0.1:`local` ("is already in use", "is privileged…"), or
+    None when it can."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         # As ssh binds: SO_REUSEADDR, so a port left in TIME_WAIT by a closed forward is free.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", local))
-        except OSError:
-            return True
-    return False
+        except OSError as exc:
+            # Below the system's first unprivileged port (1024 unless changed), only root listens.
+            if exc.errno == errno.EACCES:
+                return "is privileged: only root may listen on it"
+            return "is already in use"
+    return None
 
 
-def busy(ports: tuple[str, ...]) -> list[int]:
-    """The local ports among `ports` ("PORT[:LOCAL]") that something else holds now."""
-    return [local for _, local in map(forward_ports, ports) if in_use(local)]
+def in_use(local: int) -> bool:
+    """Whether ssh could not listen on 127.0.0.1:`local` (see unusable)."""
+    return unusable(local) is not None
+
+
+def busy(ports: tuple[str, ...]) -> list[tuple[int, str]]:
+    """The local ports among `ports` ("PORT[:LOCAL]") ssh cannot listen on now, each with why."""
+    found = ((local, unusable(local)) for _, local in map(forward_ports, ports))
+    return [(local, why) for local, why in found if why is not None]
 
 
 def free_port_near(local: int) -> int:
@@ -65,9 +76,10 @@ def free_port_near(local: int) -> int:
 def plan(alias: str, box_name: str, text: str) -> Forward:
     """`PORT[:LOCAL]` checked: a port, and the local one free. UsageError with the fix otherwise."""
     port, local = forward_ports(parse_port(text))
-    if in_use(local):
+    why = unusable(local)
+    if why is not None:
         raise UsageError(
-            f"port {local} on this machine is already in use",
+            f"port {local} on this machine {why}",
             f"pick another local port: `devbox forward {box_name} {port}:{free_port_near(local)}`",
         )
     return Forward(alias, port, local)

@@ -458,6 +458,13 @@ def pick_free(inventory: Inventory, held: Mapping[str, str], count: int) -> tupl
     """
     if count < 1:
         raise ValueError("count must be at least 1")
+    total = len(inventory.gpus)
+    if count > total:
+        # No wait frees more GPUs than the host has: bad input, not a busy host.
+        raise UsageError(
+            f"--gpu-count {count}: this host has {total} GPU{'' if total == 1 else 's'}",
+            f"ask for {total} or fewer, or another host with --host",
+        )
     free = [] if ALL in held else [g for g in inventory.gpus if str(g.index) not in held]
     if len(free) < count:
         raise GpuBusyError(

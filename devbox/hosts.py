@@ -151,6 +151,9 @@ def load() -> HostsConfig:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise DevboxError(f"cannot read {path}: {_first_line(exc)}", "fix or delete the file") from None
+    except RecursionError:
+        # PyYAML's composer recurses once per nesting level; hosts.yaml nests two levels.
+        raise DevboxError(f"cannot read {path}: nested too deeply", "fix or delete the file") from None
     try:
         hosts = tuple(
             Host(
@@ -166,10 +169,14 @@ def load() -> HostsConfig:
         raise DevboxError(
             f"{path} is damaged: {why}", "fix it, or re-add hosts with `devbox host add`"
         ) from None
-    config = HostsConfig(hosts, default)
     if default != LOCAL and default not in {h.name for h in hosts}:
-        config = replace(config, default=LOCAL)
-    return config
+        # `host rm` of the default makes local the default: this one was typed by hand, and
+        # taking local in its place would put boxes on another machine than meant.
+        raise DevboxError(
+            f"{path}: the default host {default!r} is not one of its hosts",
+            "fix the name there, or delete the `default:` line to use local",
+        )
+    return HostsConfig(hosts, default)
 
 
 def save(config: HostsConfig) -> None:

@@ -480,6 +480,9 @@ def load(path: Path) -> Record:
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UsageError(f"{where}: not valid YAML: {problem}", _LOAD_HINT) from None
+    except RecursionError:
+        # PyYAML's composer recurses once per nesting level; a record nests three levels.
+        raise UsageError(f"{path}: not valid YAML: nested too deeply", _LOAD_HINT) from None
     record = _Reader(path).record(data)
     _check_spec(record, path)
     return record

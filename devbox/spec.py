@@ -322,17 +322,38 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
+_UNITS = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+# Past any machine's memory, and well within the signed 64-bit byte counts Docker's API takes.
+_MAX_SIZE = 2**50
+# Docker's least memory limit: it refuses a smaller one, but only once the box is being created.
+MIN_MEMORY = 6 * 1024**2
+# Past any machine's CPUs, and within Docker's count of billionths of a CPU (a signed 64-bit number).
+_MAX_CPUS = 65536
+
+
 def parse_size(text: str, flag: str) -> str:
     # Zero would mean "no limit" (--memory) or Docker's tiny default (--shm-size): never what was meant.
-    if not _SIZE_RE.fullmatch(text) or float(re.sub(r"[bkmg]$", "", text.lower())) == 0:
+    lowered = text.lower()
+    if not _SIZE_RE.fullmatch(text) or float(lowered.rstrip("bkmg")) == 0:
         raise UsageError(f"invalid {flag} {text!r}", "use a size such as 512m, 8g or 16G")
-    return text.lower()
+    size = float(lowered.rstrip("bkmg")) * _UNITS[lowered[-1] if lowered[-1].isalpha() else "b"]
+    if size > _MAX_SIZE:
+        raise UsageError(
+            f"{flag} {text} is larger than any machine's memory", "use a size such as 512m, 8g or 16G"
+        )
+    if flag == "--memory" and size < MIN_MEMORY:
+        raise UsageError(
+            f"--memory {text} is below Docker's least limit, 6m", "give 6m or more, such as 512m or 8g"
+        )
+    return lowered
 
 
 def parse_cpus(value: float) -> float:
     # Docker counts in billionths of a CPU, and 0 would mean "no limit": refuse what rounds to it.
     if not math.isfinite(value) or value < 0.01:
         raise UsageError(f"invalid --cpus {value}", "use a positive number such as 4 or 0.5")
+    if value > _MAX_CPUS:
+        raise UsageError(f"--cpus {value:g} is more than any machine has", "use a number such as 4 or 0.5")
     return value
 
 
@@ -352,6 +373,8 @@ _RESERVED_TARGETS = (
     "/run/sshd",
     "/usr/local/lib/devbox",
 )
+# The runtime's own file systems: a mount over one fails the box's start with the runtime's text.
+_RUNTIME_TARGETS = ("/proc", "/sys", "/dev")
 # Docker follows symlinks in a mount target inside the image; Debian-family images link these.
 _TARGET_ALIASES = {"/var/run": "/run"}
 
@@ -431,6 +454,10 @@ def _check_mount_targets(mounts: tuple[Mount, ...], home: str) -> None:
         parent = target.rstrip("/") + "/"
         covers = [r for r in (home, *_RESERVED_TARGETS) if r == target or r.startswith(parent)]
         inside = [r for r in _RESERVED_TARGETS if target.startswith(r + "/")]
+        if target.rstrip("/") in _RUNTIME_TARGETS:
+            raise UsageError(
+                f"cannot mount over {m.target}", "the container runtime provides it; mount elsewhere"
+            )
         if covers or inside:
             raise UsageError(
                 f"cannot mount over {m.target}",

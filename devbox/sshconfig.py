@@ -89,13 +89,23 @@ def managed_config_path() -> Path:
 
 
 def user_config_path(explicit: Path | None = None) -> Path:
-    """The user's ssh config: `explicit` (--ssh-config), else $DEVBOX_SSH_CONFIG, else ~/.ssh/config."""
-    if explicit is not None:
-        return Path(explicit).expanduser().absolute()
+    """The user's ssh config: `explicit` (--ssh-config), else $DEVBOX_SSH_CONFIG, else ~/.ssh/config.
+
+    UsageError for devbox's own file: including itself, it would break ssh to every box.
+    """
     from_env = os.environ.get(CONFIG_ENV)
-    if from_env:
-        return Path(from_env).expanduser().absolute()
-    return paths.ssh_dir() / "config"
+    if explicit is not None:
+        path = Path(explicit).expanduser().absolute()
+    elif from_env:
+        path = Path(from_env).expanduser().absolute()
+    else:
+        return paths.ssh_dir() / "config"
+    if os.path.realpath(path) == os.path.realpath(managed_config_path()):
+        raise UsageError(
+            f"{path} is devbox's own ssh config file, not yours",
+            "give the config your ssh reads (~/.ssh/config), or leave --ssh-config and DEVBOX_SSH_CONFIG out",
+        )
+    return path
 
 
 def alias_prefix() -> str:
@@ -209,7 +219,7 @@ def remove(alias: str, *, user_config: Path | None = None) -> bool:
 
 
 def sync(
-    entries: Iterable[HostEntry],
+    entries: Iterable[HostEntry] | Callable[[], Iterable[HostEntry]],
     prefix: str | None = None,
     *,
     scope: Callable[[HostEntry], bool] | None = None,
@@ -217,16 +227,19 @@ def sync(
 ) -> IncludeResult:
     """Make our file hold `entries` in place of the blocks in scope (all, by default).
 
+    `entries` may be a function making them: it is called under the lock, so what it lists
+    cannot miss a block another devbox wrote after the listing and before this write.
     `prefix` limits the scope to aliases starting with it; `scope` to the blocks it accepts (one
     host's boxes: a host that did not answer keeps its blocks).
     """
     with _locked():
+        fresh = list(entries() if callable(entries) else entries)
         kept = [
             e
             for e in read_entries()
             if (prefix is not None and not e.alias.startswith(prefix)) or (scope is not None and not scope(e))
         ]
-        by_alias = {e.alias: e for e in [*kept, *entries]}
+        by_alias = {e.alias: e for e in [*kept, *fresh]}
         _write_managed(by_alias.values())
         return _ensure_include_locked(user_config_path(user_config))
 
@@ -399,14 +412,19 @@ def _write_user_config(user_config: Path, original: bytes | None, line: str) -> 
             paths.ensure_private_dir(target.parent)
         files.atomic_write(target, encoded + b"\n", 0o600)
         return
-    mode = target.stat().st_mode & 0o7777
+    st = target.stat()
+    mode = st.st_mode & 0o7777
     # No write bit at all is the owner saying "hands off"; root would otherwise write anyway.
     if not mode & 0o222 or not os.access(target, os.W_OK):
         raise PermissionError(f"{target} is read-only")
+    # A new file in its place would leave its other hard links with the old text.
+    if st.st_nlink > 1:
+        raise PermissionError(f"{target} has other hard links")
     backup = user_config.with_name(user_config.name + BACKUP_SUFFIX)
     if not os.path.lexists(backup):
-        files.atomic_write(backup, original, mode)
-    files.atomic_write(target, encoded + _newline_of(original) + original, mode)
+        files.atomic_write(backup, original, mode, group=st.st_gid)
+    # Its group too: a group-readable config stays readable by that group, and by no other.
+    files.atomic_write(target, encoded + _newline_of(original) + original, mode, group=st.st_gid)
 
 
 def _newline_of(data: bytes) -> bytes:

@@ -103,9 +103,17 @@ def load_identity(path: Path) -> Identity:
     that is not its public half is refused too: the box would accept only that other key.
     """
     path = path.expanduser().absolute()
-    if not path.is_file():
+    if not path.exists():
         raise UsageError(f"identity file {path} does not exist", "pass the private key file to --identity")
-    key = _load_private(path)
+    if not path.is_file():
+        raise UsageError(f"identity file {path} is not a file", "pass the private key file to --identity")
+    try:
+        key = _load_private(path)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read identity file {path}: {exc.strerror or exc}", "pass a private key file of yours"
+        ) from None
+    _check_private_mode(path)
     encrypted = key is None
     if encrypted and not os.environ.get("SSH_AUTH_SOCK"):
         raise UsageError(
@@ -125,6 +133,17 @@ def load_identity(path: Path) -> Identity:
     if derived is None:
         raise UsageError(f"cannot read the public key of encrypted {path}", f"save it as {path}.pub")
     return Identity(path, derived, encrypted)
+
+
+def _check_private_mode(path: Path) -> None:
+    """Refuse a key of the user's that others can read: OpenSSH ignores it (its login would fail
+    where devbox's own, through paramiko, works), by the same rule ssh applies."""
+    st = path.stat()
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        raise UsageError(
+            f"{path} can be read by others (mode {st.st_mode & 0o777:o}), so ssh will not use it",
+            f"`chmod 600 {shlex.quote(str(path))}`",
+        )
 
 
 def _read_pub(pub: Path) -> str:

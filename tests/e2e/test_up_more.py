@@ -139,6 +139,36 @@ def test_up_of_a_box_another_up_is_still_setting_up_waits_for_it_and_both_end_wi
             user.devbox("rm", name, "--purge")
 
 
+def test_a_kill_while_docker_creates_the_box_removes_the_box_and_the_home_it_made(
+    user: User, client, env, name
+) -> None:
+    # The kill lands while the create request is out (held by the proxy): Docker makes the box a
+    # moment later. `up` acts on the kill only once it has the answer, the box's id it removes it by.
+    with holding_proxy(env["DOCKER_HOST"], b"/containers/create", hold_s=2) as (sock, held):
+        devbox = str(Path(env["DEVBOX_TEST_VENV"]) / "bin" / "devbox")
+        argv = user.argv(devbox, "up", name, extra_env={"DOCKER_HOST": f"unix://{sock}"})
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert held.wait(60), "up never asked Docker to create the box"
+            # devbox itself, not runuser (which would follow up with a KILL of its own).
+            found = subprocess.run(
+                ["pgrep", "-u", user.name, "-f", f"bin/devbox up {name}$"], capture_output=True, text=True
+            )
+            (pid,) = found.stdout.split()
+            os.kill(int(pid), 15)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+            proc.wait()
+    try:
+        assert proc.returncode == 143, out + err
+        assert "Traceback" not in err
+        assert devbox_containers(client, name) == []
+        assert client.volumes.list(filters={"label": f"devbox.name={name}"}) == []
+    finally:
+        user.devbox("rm", name, "--purge")
+
+
 def test_up_that_loses_the_name_keeps_the_home_volume_it_made_for_the_winner(
     user: User, client, env, name
 ) -> None:

@@ -4,6 +4,7 @@ exit code, never a traceback; `--help` stays light."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -284,6 +285,22 @@ def test_the_command_skips_python_s_teardown_but_flushes_and_runs_exit_handlers(
         assert "0.1.0" in proc.stdout
     else:
         assert "invalid box name 'Bad_Name'" in proc.stderr
+
+
+def test_a_kill_while_the_command_ends_ends_it_without_a_traceback(home: Path) -> None:
+    # SIGTERM arriving while exit handlers run (urllib3's, paramiko's): the CLI's own handler,
+    # which raises, is gone by then, so the process ends by the signal as any other would.
+    code = (
+        "import atexit, os, signal, sys, time\n"
+        "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), time.sleep(1), print('survived')))\n"
+        "sys.argv = ['devbox', '--version']\n"
+        "from devbox.cli import entry\n"
+        "entry()\n"
+    )
+    proc = python_in(home, code)
+    assert proc.returncode == -signal.SIGTERM, proc.stderr
+    assert "Traceback" not in proc.stderr and "survived" not in proc.stdout
+    assert "0.1.0" in proc.stdout
 
 
 def test_a_command_leaving_a_running_thread_exits_the_usual_way(home: Path) -> None:

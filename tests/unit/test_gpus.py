@@ -738,6 +738,14 @@ def test_too_few_free_gpus_is_refused_naming_how_many_and_the_holders(
     assert caught.value.hint and "--share-gpus" in caught.value.hint
 
 
+def test_more_gpus_than_the_host_has_is_bad_input_not_a_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UsageError) as caught:
+        pick_free(fake_inventory(monkeypatch), {"0": "bob/train"}, 5)
+    assert caught.value.exit_code == 2
+    assert caught.value.message == "--gpu-count 5: this host has 4 GPUs"
+    assert caught.value.hint == "ask for 4 or fewer, or another host with --host"
+
+
 def test_a_box_holding_all_gpus_leaves_none_free(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(DevboxError, match=r"only 0 of 4 GPUs are free \(all by carol/big\)"):
         pick_free(fake_inventory(monkeypatch), {"all": "carol/big"}, 1)

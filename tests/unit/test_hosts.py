@@ -162,11 +162,22 @@ def test_unknown_host_name_lists_the_known_ones() -> None:
     assert "devbox host add" in (info.value.hint or "")
 
 
-def test_a_default_that_no_longer_exists_resolves_to_local() -> None:
-    write_hosts_file("default: gone\nhosts:\n  gpu1:\n    ssh: gpu1\n")
+def test_a_default_that_is_not_a_host_is_refused_not_taken_as_local() -> None:
+    # Typed by hand (`host rm` of the default makes local the default): local in its place would
+    # put boxes on another machine than meant.
+    path = write_hosts_file("default: gpu2\nhosts:\n  gpu1:\n    ssh: gpu1\n")
+
+    with pytest.raises(DevboxError) as info:
+        hosts.resolve(None)
+    assert info.value.message == f"{path}: the default host 'gpu2' is not one of its hosts"
+    assert "default:" in (info.value.hint or "")
+
+
+def test_host_rm_of_the_default_makes_local_the_default() -> None:
+    write_hosts_file("default: gpu1\nhosts:\n  gpu1:\n    ssh: gpu1\n")
+    hosts.remove("gpu1")
 
     assert hosts.load().default == hosts.LOCAL
-    assert hosts.resolve(None) == LOCAL_HOST
 
 
 def test_an_empty_hosts_file_is_no_hosts() -> None:
@@ -198,6 +209,14 @@ def test_damaged_yaml_is_one_line_naming_the_file(text: str) -> None:
     assert str(path) in info.value.message
     assert "\n" not in str(info.value)
     assert info.value.hint
+
+
+def test_a_hosts_file_nested_past_python_s_recursion_limit_is_one_line() -> None:
+    path = write_hosts_file("[" * 5000 + "]" * 5000 + "\n")
+
+    with pytest.raises(DevboxError) as info:
+        hosts.load()
+    assert info.value.message == f"cannot read {path}: nested too deeply"
 
 
 def test_undecodable_hosts_file_is_an_error_naming_the_file() -> None:

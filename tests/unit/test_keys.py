@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -343,8 +345,62 @@ def test_missing_identity_file_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_identity_that_is_a_directory_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="does not exist"):
-        load_identity(tmp_path)
+    assert usage_error(load_identity, tmp_path).message == f"identity file {tmp_path} is not a file"
+
+
+def test_identity_that_is_a_device_is_not_a_file_not_a_missing_one() -> None:
+    assert usage_error(load_identity, Path("/dev/null")).message == "identity file /dev/null is not a file"
+
+
+def test_a_key_others_can_read_is_refused_as_ssh_would_ignore_it(tmp_path: Path) -> None:
+    key = tmp_path / "id_loose"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    key.chmod(0o640)
+
+    error = usage_error(load_identity, key)
+    assert error.message == f"{key} can be read by others (mode 640), so ssh will not use it"
+    assert error.hint == f"`chmod 600 {key}`"
+    # The rule OpenSSH applies: the owner's own key with no group or other bits is used.
+    refused = subprocess.run(
+        ["ssh-keygen", "-y", "-f", str(key)], capture_output=True, text=True, check=False
+    )
+    assert "UNPROTECTED PRIVATE KEY FILE" in refused.stderr
+    key.chmod(0o600)
+    assert load_identity(key).private_path == key
+
+
+def test_an_unreadable_identity_is_one_line_not_a_permission_traceback(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        # root reads any file: the unreadable one is asked for as the test user would.
+        key = Path("/etc/shadow")
+        user = os.environ.get("DEVBOX_TEST_USER")
+        if not user:
+            pytest.fail("needs DEVBOX_TEST_USER: run through `bash tests/run.sh`")
+        code = (
+            "from pathlib import Path; from devbox.keys.keypair import load_identity\n"
+            "from devbox.errors import UsageError\n"
+            "try:\n    load_identity(Path('/etc/shadow'))\n"
+            "except UsageError as e:\n    print(e.message)"
+        )
+        done = subprocess.run(
+            ["runuser", "-u", user, "--", sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd="/",  # not the checkout's devbox/
+            env={
+                "PATH": "/usr/sbin:/usr/bin:/bin",
+                "HOME": "/tmp",
+                "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+            },
+        )
+        assert done.stdout.strip() == f"cannot read identity file {key}: Permission denied", done.stderr
+        return
+    key = tmp_path / "id_locked"
+    key.write_bytes(b"x")
+    key.chmod(0)
+    assert usage_error(load_identity, key).message == f"cannot read identity file {key}: Permission denied"
 
 
 @pytest.mark.parametrize("content", [b"not a key\n", b""])

@@ -3,8 +3,10 @@ client reads back, the local-port checks `devbox forward` and `up` make, --build
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,7 +118,7 @@ def test_a_local_port_in_use_is_refused_naming_it_and_a_free_one() -> None:
         held.listen()
         port = held.getsockname()[1]
         assert forward.in_use(port)
-        assert forward.busy((f"80:{port}",)) == [port]
+        assert forward.busy((f"80:{port}",)) == [(port, "is already in use")]
         with pytest.raises(UsageError) as caught:
             forward.plan("devbox-x", "x", f"8888:{port}")
         assert f"port {port} on this machine is already in use" in caught.value.message
@@ -124,6 +126,24 @@ def test_a_local_port_in_use_is_refused_naming_it_and_a_free_one() -> None:
         assert suggested != port and not forward.in_use(suggested)
     assert not forward.in_use(port)
     assert forward.plan("devbox-x", "x", f"8888:{port}") == forward.Forward("devbox-x", 8888, port)
+
+
+def test_a_privileged_local_port_is_called_privileged_not_in_use() -> None:
+    # As an ordinary user (root may listen anywhere): port 81, free, is below the first
+    # unprivileged port (1024 unless the system says otherwise).
+    first = int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text())
+    assert first > 81, "this system lets anyone listen on port 81"
+    code = "from devbox import forward; print(forward.unusable(81)); print(forward.unusable(0))"
+    argv = [sys.executable, "-c", code]
+    if os.geteuid() == 0:
+        user = os.environ.get("DEVBOX_TEST_USER")
+        if not user:
+            pytest.fail("needs DEVBOX_TEST_USER: run through `bash tests/run.sh`")
+        argv = ["runuser", "-u", user, "--", *argv]
+    env = {"PATH": "/usr/sbin:/usr/bin:/bin", "HOME": "/tmp", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    # From / : the checkout's devbox/ folder would shadow the installed package.
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, env=env, cwd="/")
+    assert done.stdout.splitlines() == ["is privileged: only root may listen on it", "None"], done.stderr
 
 
 def test_forward_refuses_a_bad_port_in_one_line() -> None:

@@ -581,3 +581,11 @@ def test_up_from_fills_every_option_not_typed_pins_the_image_and_warns_of_differ
     assert dict(spec.env) == dict(rec.spec.env)
     assert {"image", "gpus", "mounts", "env", "memory", "cpus", "workdir", "shm_size"} <= given
     assert "warning: recorded on gpu-node-7 with driver 550.54.15, here driver 535.104.05" in done.output
+
+
+def test_a_record_nested_past_python_s_recursion_limit_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "deep.devbox-record.yaml"
+    path.write_text("[" * 5000 + "]" * 5000 + "\n")
+
+    error = usage_error(record.load, path)
+    assert error.message == f"{path}: not valid YAML: nested too deeply"

@@ -185,6 +185,32 @@ def test_malformed_size_is_refused_naming_the_flag(text: str) -> None:
     assert err.message == f"invalid --memory {text!r}"
 
 
+@pytest.mark.parametrize(
+    ("text", "flag"), [("99999999999999999999g", "--memory"), ("2000000g", "--shm-size")]
+)
+def test_a_size_past_any_machine_is_refused_before_docker_s_int64_overflows(text: str, flag: str) -> None:
+    err = usage_error(parse_size, text, flag)
+    assert err.message == f"{flag} {text} is larger than any machine's memory"
+
+
+@pytest.mark.parametrize("text", ["1k", "1b", "5m", "6291455"])
+def test_memory_below_docker_s_least_limit_is_refused_up_front(text: str) -> None:
+    err = usage_error(parse_size, text, "--memory")
+    assert err.message == f"--memory {text} is below Docker's least limit, 6m"
+
+
+def test_memory_of_docker_s_least_limit_and_a_small_shm_size_are_accepted() -> None:
+    assert parse_size("6m", "--memory") == "6m"
+    assert parse_size("6291456", "--memory") == "6291456"
+    assert parse_size("1k", "--shm-size") == "1k"
+
+
+@pytest.mark.parametrize("value", [65537.0, 1e10, 1e308])
+def test_more_cpus_than_any_machine_are_refused_not_overflowed(value: float) -> None:
+    err = usage_error(parse_cpus, value)
+    assert err.message == f"--cpus {value:g} is more than any machine has"
+
+
 def test_default_shm_size_parses() -> None:
     assert parse_size(DEFAULT_SHM, "--shm-size") == DEFAULT_SHM
 

@@ -74,6 +74,20 @@ def test_mounting_over_what_the_root_entrypoint_writes_or_a_parent_is_refused(
     assert "devbox manages" in (err.hint or "")
 
 
+@pytest.mark.parametrize("target", ["/proc", "/sys", "/dev", "/dev/"])
+def test_mounting_over_the_runtime_s_own_file_systems_is_refused_before_docker_fails_the_start(
+    tmp_path: Path, target: str
+) -> None:
+    err = usage_error(from_flags, name="x", image="img", mounts=[f"{tmp_path}:{target}"])
+    assert err.message.startswith("cannot mount over /")
+    assert err.hint == "the container runtime provides it; mount elsewhere"
+
+
+def test_a_mount_inside_dev_is_the_user_s_choice(tmp_path: Path) -> None:
+    spec = from_flags(name="x", image="img", mounts=[f"{tmp_path}:/dev/datasets"])
+    assert [m.target for m in spec.mounts] == ["/dev/datasets"]
+
+
 @pytest.mark.parametrize("target", ["/var/run", "/var/run/devbox", "/var/run/sshd", "/var/run/devbox/x"])
 def test_var_run_is_the_same_place_as_run(tmp_path: Path, target: str) -> None:
     # Debian-family images link /var/run to /run, and Docker follows that link for a mount target.

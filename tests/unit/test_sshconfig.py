@@ -637,3 +637,79 @@ def test_ssh_command_falls_back_to_our_file_when_the_include_could_not_be_added(
 
     assert argv == ["ssh", "-F", str(home / ".ssh" / "devbox" / "config"), "devbox-x"]
     assert ssh_dump_argv(argv)["port"] == "40123"
+
+
+# -- found in review: group, hard links, devbox's own file, a listing racing an `up` --------------
+
+
+def test_the_config_keeps_its_group_and_a_config_with_other_hard_links_is_left_alone(home: Path) -> None:
+    config = write_user_config(home, b"Host a\n")
+    config.chmod(0o640)
+    # A group other than the writer's own: root may give any; a user, one of theirs.
+    other = 1 if os.geteuid() == 0 else next((g for g in os.getgroups() if g != os.getegid()), None)
+    assert other is not None, "needs a user in a second group, or root"
+    os.chown(config, -1, other)
+
+    assert sshconfig.ensure_include().added
+    assert (config.stat().st_gid, stat.S_IMODE(config.stat().st_mode)) == (other, 0o640)
+    assert (home / ".ssh" / f"config{sshconfig.BACKUP_SUFFIX}").stat().st_gid == other
+
+    linked = write_user_config(home, b"Host b\n")
+    os.link(linked, home / "config-copy")
+    result = sshconfig.ensure_include()
+    # A new file in its place would leave the copy with the old text: the user adds the line.
+    assert result == sshconfig.IncludeResult(path=linked, added=False, manual_line=our_line(home))
+    assert linked.read_bytes() == b"Host b\n" and linked.stat().st_nlink == 2
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_devbox_s_own_file_as_the_user_s_config_is_refused(
+    home: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    own = sshconfig.managed_config_path()
+    if how == "env":
+        monkeypatch.setenv(sshconfig.CONFIG_ENV, str(own))
+    with pytest.raises(sshconfig.UsageError) as info:
+        sshconfig.user_config_path(own if how == "flag" else None)
+    assert info.value.message == f"{own} is devbox's own ssh config file, not yours"
+    assert not own.exists()
+
+
+def test_sync_lists_under_the_lock_so_a_block_written_meanwhile_is_kept(home: Path) -> None:
+    sshconfig.upsert(entry("devbox-old", 40001))
+    written = threading.Event()
+
+    def up_elsewhere() -> None:
+        sshconfig.upsert(entry("devbox-new", 40002))  # a concurrent `up` publishing its box
+        written.set()
+
+    def listing() -> list[HostEntry]:
+        threading.Thread(target=up_elsewhere).start()
+        # It waits for the lock sync holds while listing, instead of writing before sync's write.
+        assert not written.wait(0.3)
+        return [entry("devbox-old", 40001)]
+
+    sshconfig.sync(listing)
+    assert written.wait(10)
+    assert [e.alias for e in sshconfig.read_entries()] == ["devbox-new", "devbox-old"]
+
+
+def test_a_resync_names_the_box_s_own_key_even_when_it_cannot_be_read_now(home: Path) -> None:
+    # A passphrase key whose agent is not running (no SSH_AUTH_SOCK here): loading it is refused,
+    # but the block keeps naming it, so ssh works again once the agent is back. Only a key gone
+    # from disk falls back to devbox's own.
+    from devbox import boxes
+    from devbox.errors import UsageError
+
+    from .conftest import make_box
+
+    key = home / "id_pw"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret", "-f", str(key)], check=True)
+    box = make_box("pw", identity=str(key))
+    with pytest.raises(UsageError, match="no ssh-agent is running"):
+        boxes.identity_of(box)
+    assert boxes._synced_key(box) == key
+    assert boxes.ssh_entry(box).identity_file == key
+
+    key.unlink()
+    assert boxes._synced_key(box) == paths.user_key_path() and paths.user_key_path().is_file()
