@@ -40,7 +40,7 @@ MAX_GRACE_S = 86400
 _READONLY_ENV = {"UID", "EUID", "PPID", "SHELLOPTS", "BASHOPTS", "BASH_VERSINFO", "GROUPS"}
 TICK_S = 0.2  # the kill script's grace-period tick
 # Exit codes of the job scripts (see jobscripts/*.sh).
-_NO_TMUX, _RUNNING, _SETUP, _TMUX_FAILED, _NO_JOB, _NOT_RUNNING = 71, 73, 74, 75, 66, 67
+_NO_TMUX, _FOREIGN, _RUNNING, _SETUP, _TMUX_FAILED, _NO_JOB, _NOT_RUNNING = 71, 72, 73, 74, 75, 66, 67
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,20 @@ def request(
             raise UsageError(f"--env {key} is a read-only shell variable", "pick another variable name")
     if any("\0" in a for a in argv):
         raise UsageError("the command holds a NUL character", "no program can receive one in its arguments")
+    for text in (*argv, cwd or ""):
+        _check_utf8(text)
     return JobRequest(argv, name or "", cwd or "", env, _narrow_gpus(box, gpus_text))
+
+
+def _check_utf8(text: str) -> None:
+    """Refuse undecodable command-line bytes (surrogate escapes): on their way through Docker they
+    would become U+FFFD, and the job would get something other than what was typed."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"{text!r} in the command is not valid UTF-8 text", "pass binary data in a file"
+        ) from None
 
 
 def _narrow_gpus(box: Box, text: str | None) -> tuple[str, ...] | None:
@@ -202,8 +215,11 @@ def _script(name: str) -> str:
     return resources.files("devbox.jobscripts").joinpath(name).read_text()
 
 
-def _exec_create(engine: Engine, box: Box, script: str | tuple[str, ...], args: Iterable[str]) -> str:
-    """An exec running `script` (several: one after the other, in one shell) after lib.sh."""
+def _exec_create(
+    engine: Engine, box: Box, script: str | tuple[str, ...], args: Iterable[str], stdin: bool = False
+) -> str:
+    """An exec running `script` (several: one after the other, in one shell) after lib.sh; with
+    `stdin`, its stdin is this connection's, never written to: it ends when the connection does."""
     if not box.running:
         raise DevboxError(f"box {box.name!r} is {box.status}", f"start it with `devbox start {box.name}`")
     scripts = (script,) if isinstance(script, str) else script
@@ -211,7 +227,11 @@ def _exec_create(engine: Engine, box: Box, script: str | tuple[str, ...], args: 
     cmd = ["sh", "-c", body, f"devbox-{scripts[0]}", *args]
     try:
         created = engine.client.api.exec_create(
-            box.container_id, cmd, user=box.user, environment={"HOME": f"/home/{box.user}", "LC_ALL": "C"}
+            box.container_id,
+            cmd,
+            user=box.user,
+            environment={"HOME": f"/home/{box.user}", "LC_ALL": "C"},
+            stdin=stdin,
         )
     except Exception as exc:  # docker's APIError, or the engine's connection going away
         raise DevboxError(f"cannot reach box {box.name}: {describe_error(exc)}") from None
@@ -235,10 +255,11 @@ def _stream(
     *args: str,
     stderr: list[bytes] | None = None,
     codes: list[int] | None = None,
+    stdin: bool = False,
 ) -> Iterator[bytes]:
     """The script's stdout as it comes; its stderr is kept in `stderr`, its exit code in `codes`,
     when given."""
-    exec_id = _exec_create(engine, box, script, args)
+    exec_id = _exec_create(engine, box, script, args, stdin)
     try:
         for out, err in engine.client.api.exec_start(exec_id, stream=True, demux=True):
             if out:
@@ -278,7 +299,8 @@ def run_and_follow(
     codes: list[int] = []
     head, job = b"", None
     scripts = ("start.sh", "then-follow.sh", "logs.sh")
-    for chunk in _stream(engine, box, scripts, *_start_args(box, req), stderr=stderr, codes=codes):
+    chunks = _stream(engine, box, scripts, *_start_args(box, req), stderr=stderr, codes=codes, stdin=True)
+    for chunk in chunks:
         if job is None:
             record, found, chunk = (head + chunk).partition(b"\x1e")
             if not found:
@@ -307,6 +329,12 @@ def _check_started(box: Box, name: str, code: int, err: bytes) -> None:
         raise UsageError(
             f"a job named {taken!r} is already running in box {box.name}",
             f"pick another --name, or `devbox kill {box.name} {taken}` first",
+        )
+    if code == _FOREIGN:
+        taken = err.decode(errors="replace").strip() or name
+        raise UsageError(
+            f"a tmux session named {taken!r} (not a devbox job) is running in box {box.name}",
+            "pick another --name",
         )
     if code == _NO_TMUX:
         raise DevboxError(
@@ -430,7 +458,10 @@ def follow(
     """Write the job's log as it grows until the job ends; return the ended job."""
     check_name(name)
     stderr: list[bytes] = []
-    for chunk in _stream(engine, box, "logs.sh", name, check_lines(lines), "1", stderr=stderr):
+    # Docker lets an exec run on when its client goes away: logs.sh ends when its stdin does.
+    for chunk in _stream(
+        engine, box, "logs.sh", name, check_lines(lines), "1", "1", stderr=stderr, stdin=True
+    ):
         write(chunk.replace(b"\r\n", b"\n"))
     # logs.sh ends with the ended job's record after a GS; a stream cut short has none: ask the box.
     ended = _records(box.name, b"".join(stderr).rpartition(b"\x1d")[2])
@@ -454,8 +485,10 @@ def wait(
     on_end: Callable[[Job], None] = lambda _job: None,
     poll: float = POLL_S,
 ) -> list[Job]:
-    """Block until every job in `names` ended; return them in the order they ended."""
+    """Block until every job in `names` ended; return them in the order they ended (jobs that
+    ended at the same second: in the order named)."""
     pending = [check_name(n) for n in dict.fromkeys(names)]
+    order = {n: i for i, n in enumerate(pending)}
     known = {j.name for j in list_jobs(engine, box, pending)}
     missing = [n for n in pending if n not in known]
     if missing:
@@ -464,11 +497,12 @@ def wait(
         )
     ended: list[Job] = []
     while pending:
-        for job in list_jobs(engine, box, pending):
-            if not job.running:
-                ended.append(job)
-                pending.remove(job.name)
-                on_end(job)
+        # One look may find several ended, some long ago: by when they ended, not when they started.
+        done = [j for j in list_jobs(engine, box, pending) if not j.running]
+        for job in sorted(done, key=lambda j: (j.ended is None, j.ended or 0, order[j.name])):
+            ended.append(job)
+            pending.remove(job.name)
+            on_end(job)
         if pending:
             time.sleep(poll)
     return ended

@@ -11,6 +11,7 @@
 #   log          everything the job's terminal showed, from the first byte
 root="$HOME/.devbox/jobs"
 archive="$HOME/.devbox/logs"
+locks="$HOME/.devbox/locks" # start.sh's, one per name being started
 
 incarnation() {
     cut -d' ' -f22 /proc/1/stat 2>/dev/null
@@ -49,4 +50,22 @@ job_record() {
     printf '%s\037%s\037%s\037%s\037%s\037%s\037%s\036' "$1" "$(job_state "$jr_dir")" \
         "$(cat "$jr_dir/meta.json")" "$(cat "$jr_dir/started" 2>/dev/null)" "$(cat "$jr_dir/status" 2>/dev/null)" \
         "$(cat "$jr_dir/killed" 2>/dev/null)" "$jr_last"
+}
+
+# Keep job dir $1's log as ~/.devbox/logs/NAME-STARTED.log, never over another's: two runs of one
+# name may start in the same second (then -2, -3, ...). A hard link is made, or refused, at once.
+archive_log() {
+    [ -e "$1/log" ] || return 0
+    al_stamp=$(cat "$1/started" 2>/dev/null) || al_stamp=$(date +%s)
+    al_base=$archive/${1##*/}-$al_stamp al_n=1
+    al_to=$al_base.log
+    until ln "$1/log" "$al_to" 2>/dev/null; do
+        if [ ! -e "$al_to" ]; then # no name taken: a filesystem without hard links
+            mv "$1/log" "$al_to"
+            return
+        fi
+        al_n=$((al_n + 1))
+        al_to=$al_base-$al_n.log
+    done
+    rm -f "$1/log"
 }

@@ -2,14 +2,13 @@
 # DROP_LOGS=1. Prints the names forgotten.
 for name in $(ls "$root" 2>/dev/null); do
     dir=$root/$name
+    [ -d "$locks/start-$name" ] && continue # being started (start.sh): its directory is half made
     [ "$(job_state "$dir")" = running ] && continue
     if [ "$1" = 1 ]; then
         rm -rf "$dir"
     else
         mkdir -p "$archive"
-        stamp=$(cat "$dir/started" 2>/dev/null) || stamp=$(date +%s)
-        [ -e "$dir/log" ] && mv "$dir/log" "$archive/$name-$stamp.log"
-        rm -rf "$dir"
+        archive_log "$dir" && rm -rf "$dir" || continue
     fi
     printf '%s\n' "$name"
 done

@@ -5,6 +5,10 @@
 dir=$(pwd)
 name=${dir##*/}
 trap : HUP INT TERM # the wrapper outlives signals meant for the job, to record them
+# The tmux server hands on the environment of whoever started it; a devbox script's exec has
+# LC_ALL=C and the container's own variables, which no ssh session sees. env.sh gives back the
+# image's (its LC_ALL too).
+unset LC_ALL HOSTNAME DEVBOX_USER DEVBOX_UID DEVBOX_GID DEVBOX_SUDO DEVBOX_WORKDIR
 if [ -r /run/devbox/env.sh ]; then
     . /run/devbox/env.sh
 fi
@@ -20,7 +24,7 @@ cwd=$(cat "$dir/cwd")
 [ -n "$cwd" ] || cwd=$HOME
 if cd "$cwd"; then
     set -m
-    /bin/sh -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0"; eval "$1"' "$dir/pgid" "$(cat "$dir/cmd")"
+    /bin/sh -c 'echo $$ >"$1.tmp" && mv "$1.tmp" "$1"; eval "$2"' sh "$dir/pgid" "$(cat "$dir/cmd")"
     rc=$?
     set +m
 else

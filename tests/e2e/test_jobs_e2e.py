@@ -9,9 +9,12 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 
+import docker
 import pytest
 
-from .conftest import User, holding_proxy
+from devbox import jobs
+
+from .conftest import User, box_container, holding_proxy
 
 BOX = "jobbox"
 HOSTILE = [
@@ -288,6 +291,7 @@ def test_bad_job_input_is_one_line_and_exit_2(user: User, box: str) -> None:
         ["kill", box, "x", "--grace", "-1"],
         ["logs", box, "x", "-n", "-5"],
         ["jobs", box, "--logs"],
+        ["run", box, "--wait", "--", "printf", "%s\\n", "a\udcffb"],  # the byte 0xff: not UTF-8
     ):
         proc = user.devbox(*args)
         assert proc.returncode == 2, (args, proc.stderr)
@@ -316,3 +320,118 @@ def test_run_wait_starts_and_follows_its_job_in_one_exec(user: User, box: str, e
     assert (proc.returncode, proc.stdout) == (3, "one\n"), proc.stderr
     assert "job once in jobbox" in proc.stderr and "once: exited 3" in proc.stderr
     assert len([r for r in seen if r.startswith("POST") and r.endswith("/exec")]) == 1, seen
+
+
+def test_concurrent_starts_of_one_name_start_exactly_one(
+    user: User, box: str, client: docker.DockerClient
+) -> None:
+    # Two `devbox run --name N` at once send the box two start.sh execs; through the CLI their
+    # start-up spreads them too far apart to race, so the box runs the pairs itself, as they come.
+    start = jobs._script("lib.sh") + "\n" + jobs._script("start.sh")
+    meta = json.dumps({"argv": ["sleep", "60"], "cwd": "", "gpus": []})
+    pairs = """for i in $(seq 1 20); do
+        sh -c "$0" x race$i "$1" "exec sleep 60" "" "$2" >/dev/null 2>&1 & a=$!
+        sh -c "$0" x race$i "$1" "exec sleep 60" "" "$2" >/dev/null 2>&1 & b=$!
+        wait $a; ra=$?; wait $b; rb=$?
+        echo "$ra $rb"
+    done"""
+    ran = box_container(client, box).exec_run(
+        ["sh", "-c", pairs, start, meta, jobs._script("run.sh")],
+        user=user.name,
+        environment={"HOME": f"/home/{user.name}", "LC_ALL": "C"},
+    )
+    try:
+        codes = ran.output.decode().split("\n")[:-1]
+        assert sorted(codes) == sorted(codes) and all(sorted(c.split()) == ["0", "73"] for c in codes), codes
+        listed = jobs_of(user)
+        for i in range(1, 21):
+            job = listed[f"race{i}"]
+            assert (job["state"], job["argv"], job["started"] is not None) == (
+                "running",
+                ["sleep", "60"],
+                True,
+            )
+        assert not user.ssh(f"devbox-{box}", "ls ~/.devbox/locks").stdout.split()
+    finally:
+        for i in range(1, 21):
+            user.devbox("kill", box, f"race{i}", "--grace", "0")
+
+
+def test_wait_gives_the_same_first_failure_while_the_jobs_run_and_after(user: User, box: str) -> None:
+    user.ok("run", box, "--name", "late", "--", "sh", "-c", "sleep 3; exit 3")
+    user.ok("run", box, "--name", "early", "--", "sh", "-c", "sleep 1; exit 5")
+    for _ in range(2):  # the second time both ended long ago
+        waited = user.devbox("wait", box, "late", "early")
+        assert waited.returncode == 5, waited.stderr
+        assert waited.stderr.splitlines() == ["early: exited 5", "late: exited 3"]
+
+
+def test_a_job_s_environment_is_an_ssh_session_s_plus_its_env(user: User, box: str) -> None:
+    show = 'printf "\\303\\274" | wc -m; echo "${LC_ALL-none} ${HOSTNAME-none} ${DEVBOX_UID-none}"'
+    ran = user.devbox("run", box, "--wait", "--env", "LANG=C.UTF-8", "--", "sh", "-c", show)
+    assert (ran.returncode, ran.stdout.split()) == (0, ["1", "none", "none", "none"]), ran.stderr
+    session = user.ssh(f"devbox-{box}", f"LANG=C.UTF-8 sh -c '{show}'").stdout
+    assert session.split() == ran.stdout.split()
+
+
+def test_remain_on_exit_holds_no_name_and_a_user_s_own_session_is_named_as_such(user: User, box: str) -> None:
+    alias = f"devbox-{box}"
+    assert user.ssh(alias, "tmux new-session -d -s mysess && tmux set -g remain-on-exit on").returncode == 0
+    try:
+        user.ok("run", box, "--name", "roe", "--wait", "--", "echo", "hi")
+        user.ok("run", box, "--name", "roe", "--wait", "--", "echo", "again")
+        assert user.ok("logs", box, "roe").stdout == "again\n"
+        # A job from before devbox turned it off for its windows: its dead pane holds the name.
+        user.ok("run", box, "--name", "relic", "--", "sh", "-c", "sleep 1")
+        user.ssh(alias, "tmux set-option -w -t =relic: remain-on-exit on")
+        assert user.devbox("wait", box, "relic").returncode == 0
+        assert user.ssh(alias, "tmux has-session -t =relic").returncode == 0
+        user.ok("run", box, "--name", "relic", "--wait", "--", "true")
+        taken = user.devbox("run", box, "--name", "mysess", "--", "true")
+        assert taken.returncode == 2 and len(taken.stderr.splitlines()) == 1, taken.stderr
+        assert "a tmux session named 'mysess' (not a devbox job)" in taken.stderr
+        assert "devbox kill" not in taken.stderr and "pick another --name" in taken.stderr
+    finally:
+        user.ssh(alias, "tmux set -gu remain-on-exit; tmux kill-session -t =mysess")
+
+
+def test_a_missing_program_is_named_by_sh_not_by_a_devbox_file(user: User, box: str) -> None:
+    ran = user.devbox("run", box, "--wait", "--", "nosuchprog", "x")
+    assert ran.returncode == 127
+    assert "nosuchprog: not found" in ran.stdout and "pgid" not in ran.stdout, ran.stdout
+
+
+def test_an_interrupted_follower_leaves_nothing_running_in_the_box(user: User, box: str) -> None:
+    # Docker lets an exec run on when its client goes away: a follower of a quiet job polled there
+    # until the job ended.
+    alias = f"devbox-{box}"
+    devbox = f"{user.env['DEVBOX_VENV']}/bin/devbox"
+
+    def followers(name: str) -> int:
+        found = user.ssh(alias, f"ps -eo args -ww | grep -c '[d]evbox-[a-z]*.sh {name} '").stdout
+        return int(found.strip() or 0)
+
+    user.ok("run", box, "--name", "quiet", "--", "sleep", "120")
+    clients = {
+        "quiet": user.popen(devbox, "logs", box, "quiet", "-f"),
+        "quiet2": user.popen(devbox, "run", box, "--name", "quiet2", "--wait", "--", "sleep", "120"),
+    }
+    try:
+        for name, client in clients.items():
+            eventually(lambda name=name: followers(name) == 1, what=f"{name}'s follower in the box")
+            os.killpg(client.pid, signal.SIGINT)  # Ctrl-C
+            client.wait()
+            eventually(lambda name=name: followers(name) == 0, timeout=10, what=f"{name}'s follower gone")
+        assert {jobs_of(user)[n]["state"] for n in clients} == {"running"}
+        # A follow that ends with its job leaves no reader of its stdin behind either (each job's
+        # log has a cat of its own, tmux's child).
+        user.ok("run", box, "--name", "loud", "--wait", "--", "echo", "done")
+        procs = [
+            p.split(None, 2)
+            for p in user.ssh(alias, "ps -u $(id -u) -o pid=,ppid=,comm=").stdout.splitlines()
+        ]
+        tmux = {pid for pid, _ppid, comm in procs if comm.startswith("tmux")}
+        assert [p for p in procs if p[2] == "cat" and p[1] not in tmux] == [], procs
+    finally:
+        for name in clients:
+            user.devbox("kill", box, name, "--grace", "0")

@@ -49,11 +49,11 @@ if shutil.which("busybox"):
     EVAL_SHELLS.append(pytest.param((shutil.which("busybox"), "sh"), id="busybox"))
 
 # start.sh stores the line with printf '%s\n'; run.sh reads it back with "$(cat …)" (trailing
-# newlines go) and has /bin/sh eval it in a shell whose $0 is the pgid file and $1 the line.
+# newlines go) and has /bin/sh eval it in a shell whose $1 is the pgid file and $2 the line.
 _WRAPPER = """printf '%s\\n' "$1" >"$2" || exit 99
 cmd=$(cat "$2")
 shift 2
-exec "$@" -c 'eval "$1"' pgid "$cmd"
+exec "$@" -c 'eval "$2"' sh pgid "$cmd"
 """
 
 # Text a command line must carry exactly: no NUL (it cannot cross execve), no lone surrogates
