@@ -121,7 +121,7 @@ def test_bad_gpu_requests_name_the_available_gpus(user: User, client) -> None:
     proc = user.devbox("up", "gbad", "--gpus", "7")
     assert proc.returncode == 2 and "GPU 7 does not exist on this host (GPUs: 0-3)" in proc.stderr
     proc = user.devbox("up", "gbad", "--gpu-count", "9")
-    assert proc.returncode != 0 and "of 4 GPUs" in proc.stderr
+    assert proc.returncode == 2 and "--gpu-count 9: this host has 4 GPUs" in proc.stderr
     proc = user.devbox("up", "gbad", "--gpus", "GPU-3f", extra_env={"FAKE_NVIDIA_SMI_COUNT": "5"})
     assert proc.returncode == 2 and "matches GPUs" in proc.stderr
     assert {c.id for c in client.containers.list(all=True)} == before
