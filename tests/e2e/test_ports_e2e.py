@@ -119,7 +119,7 @@ def test_up_warns_when_a_port_it_forwards_is_taken_here_and_port_flags_change_th
         port = taken.getsockname()[1]
         try:
             made = user.ok("up", name, "--port", str(port))
-            assert f"warning: port {port} on this machine is in use" in made.stderr, made.stderr
+            assert f"warning: port {port} on this machine is already in use" in made.stderr, made.stderr
             # A later `up --port` changes the forwards without recreating the box.
             again = user.ok("up", name, "--port", "6006:16006")
             assert "already exists" not in again.stderr
