@@ -1141,6 +1141,10 @@ def host_trust(name: str, yes: bool, ssh_config: Path | None) -> None:
         _console().print(f"Recorded in {result.recorded_in}")
 
 
+# A dropped ssh session and a kill: main() unwinds on them, _end() lets them act as usual again.
+_EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 def _exit_on_signal(signum: int, _frame: object) -> None:
     # A dropped ssh session (SIGHUP) or a kill (SIGTERM) must still release the engine lock and
     # undo a half-made box: unwinding through `finally` does both.
@@ -1149,7 +1153,7 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 def main() -> None:
     """Entry point: run the CLI; DevboxError and its kin become one line and an exit code."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in _EXIT_SIGNALS:
         signal.signal(sig, _exit_on_signal)
     try:
         cli.main(standalone_mode=False)
@@ -1205,7 +1209,7 @@ def _end(code: int) -> NoReturn:
 
     # The work is done: a kill from here on ends the process as it would any other, rather than
     # raising SystemExit inside an exit handler (which Python reports with a traceback).
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in _EXIT_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     if not _flushed():
         sys.exit(code)

@@ -137,7 +137,7 @@ def request(
         check_name(name)
     if cwd is not None and (not cwd.startswith("/") or "\n" in cwd or "\0" in cwd):
         raise UsageError(f"--cwd {cwd!r} is not an absolute path", "e.g. --cwd /workspace")
-    from devbox.spec import parse_env
+    from devbox.spec import is_utf8, parse_env
 
     env = tuple(parse_env(e) for e in envs)
     for key, _value in env:
@@ -145,20 +145,11 @@ def request(
             raise UsageError(f"--env {key} is a read-only shell variable", "pick another variable name")
     if any("\0" in a for a in argv):
         raise UsageError("the command holds a NUL character", "no program can receive one in its arguments")
+    # Undecodable command-line bytes would become U+FFFD on their way through Docker.
     for text in (*argv, cwd or ""):
-        _check_utf8(text)
+        if not is_utf8(text):
+            raise UsageError(f"{text!r} in the command is not valid UTF-8 text", "pass binary data in a file")
     return JobRequest(argv, name or "", cwd or "", env, _narrow_gpus(box, gpus_text))
-
-
-def _check_utf8(text: str) -> None:
-    """Refuse undecodable command-line bytes (surrogate escapes): on their way through Docker they
-    would become U+FFFD, and the job would get something other than what was typed."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        raise UsageError(
-            f"{text!r} in the command is not valid UTF-8 text", "pass binary data in a file"
-        ) from None
 
 
 def _narrow_gpus(box: Box, text: str | None) -> tuple[str, ...] | None:

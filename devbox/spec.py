@@ -309,12 +309,12 @@ def parse_env(text: str) -> tuple[str, str]:
         raise UsageError(
             f"--env {key} holds a newline or NUL", "pass multi-line values in a file, e.g. through --mount"
         )
-    if not _is_utf8(value):
+    if not is_utf8(value):
         raise UsageError(f"--env {key} is not valid UTF-8 text", "pass binary values in a file")
     return key, value
 
 
-def _is_utf8(text: str) -> bool:
+def is_utf8(text: str) -> bool:
     try:
         text.encode()
     except UnicodeEncodeError:  # surrogate escapes of undecodable command-line bytes
@@ -334,9 +334,10 @@ _MAX_CPUS = 65536
 def parse_size(text: str, flag: str) -> str:
     # Zero would mean "no limit" (--memory) or Docker's tiny default (--shm-size): never what was meant.
     lowered = text.lower()
-    if not _SIZE_RE.fullmatch(text) or float(lowered.rstrip("bkmg")) == 0:
+    number = float(lowered.rstrip("bkmg")) if _SIZE_RE.fullmatch(text) else 0
+    if number == 0:
         raise UsageError(f"invalid {flag} {text!r}", "use a size such as 512m, 8g or 16G")
-    size = float(lowered.rstrip("bkmg")) * _UNITS[lowered[-1] if lowered[-1].isalpha() else "b"]
+    size = number * _UNITS[lowered[-1] if lowered[-1].isalpha() else "b"]
     if size > _MAX_SIZE:
         raise UsageError(
             f"{flag} {text} is larger than any machine's memory", "use a size such as 512m, 8g or 16G"

@@ -136,12 +136,12 @@ def load_identity(path: Path) -> Identity:
 
 
 def _check_private_mode(path: Path) -> None:
-    """Refuse a key of the user's that others can read: OpenSSH ignores it (its login would fail
-    where devbox's own, through paramiko, works), by the same rule ssh applies."""
+    """Refuse a key of the user's with any group or other permission: OpenSSH ignores it (its login
+    would fail where devbox's own, through paramiko, works), by the same rule ssh applies."""
     st = path.stat()
     if st.st_uid == os.getuid() and st.st_mode & 0o077:
         raise UsageError(
-            f"{path} can be read by others (mode {st.st_mode & 0o777:o}), so ssh will not use it",
+            f"{path} is open to others (mode {st.st_mode & 0o777:o}), so ssh will not use it",
             f"`chmod 600 {shlex.quote(str(path))}`",
         )
 

@@ -358,13 +358,15 @@ def test_a_key_others_can_read_is_refused_as_ssh_would_ignore_it(tmp_path: Path)
     key.chmod(0o640)
 
     error = usage_error(load_identity, key)
-    assert error.message == f"{key} can be read by others (mode 640), so ssh will not use it"
+    assert error.message == f"{key} is open to others (mode 640), so ssh will not use it"
     assert error.hint == f"`chmod 600 {key}`"
     # The rule OpenSSH applies: the owner's own key with no group or other bits is used.
     refused = subprocess.run(
         ["ssh-keygen", "-y", "-f", str(key)], capture_output=True, text=True, check=False
     )
     assert "UNPROTECTED PRIVATE KEY FILE" in refused.stderr
+    key.chmod(0o620)  # writable by the group is as open, to OpenSSH
+    assert usage_error(load_identity, key).message.endswith("(mode 620), so ssh will not use it")
     key.chmod(0o600)
     assert load_identity(key).private_path == key
 
