@@ -69,6 +69,8 @@ DEVBOX_SSH = "devbox ssh NAME -- true"
 CYCLE = "up + first ssh + rm --purge"
 FLOOR = "floor: docker run sshd, ssh true, rm -f"
 DEVCONTAINER_CYCLE = "peer: devcontainer up, exec true, rm"
+# For scale: the floor's container made as a box is (the settings below), the least any box can cost.
+FLOOR_BOXED = "floor, with a box's network, home volume, init and capabilities"
 FLEET = f"{FLEET_SIZE} concurrent ups, all SSH-ready"
 ONE_UP = "one up, SSH-ready"
 # For scale: how the engine itself copes with as many containers at once on this machine.
@@ -146,7 +148,9 @@ TARGETS = (
     # entry), so no floor exists to take a ratio to. `docker inspect` is shown for scale.
     Target(UP_RUNNING, 0.27, beside=INSPECT),
     Target(DEVBOX_SSH, 0.1, against=SSH_SHARED, adds=True),
-    Target(CYCLE, 1.3, against=FLOOR),
+    # Beside it, the floor with the container settings every box needs: what the engine alone
+    # takes for them, before anything devbox does in its own processes.
+    Target(CYCLE, 1.3, against=FLOOR, beside=FLOOR_BOXED),
     Target(CYCLE, 0.6, against=DEVCONTAINER_CYCLE),
     # The floor's own fleet is shown beside it: ten containers starting at once on two cores.
     Target(FLEET, 3.0, against=ONE_UP, beside=(FLOOR_FLEET, FLOOR_ONE)),
@@ -364,6 +368,8 @@ def cycle(b: Bench) -> None:
     rounds: list[Callable[[], dict[str, list[float]]]] = [lambda: devbox_round(b)]
     if b.want(FLOOR):
         rounds.append(lambda: floor_round(b, key, public))
+    if b.want(FLOOR_BOXED):
+        rounds.append(lambda: floor_round(b, key, public, boxed=True))
     if b.want(DEVCONTAINER_CYCLE):
         rounds.append(lambda: devcontainer_round(b))
     for once in rounds:  # warm-up, not counted: caches, node's first start, the first master
@@ -408,31 +414,54 @@ FLOOR_SSHD = (
 UNPINNED = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR")
 
 
-def floor_run_args(name: str, port: int, public: str, image: str) -> list[str]:
+# What every box asks of Docker beyond the floor's plain `docker run` (boxes._create_args): the
+# isolated network, a home volume, an init, only the capabilities sshd and the entrypoint need, a
+# pids limit, no new privileges, a restart policy.
+BOX_SETTINGS = (
+    *("--network", "devbox-isolated", "--init", "--restart", "unless-stopped", "--pids-limit", "16384"),
+    *("--security-opt", "no-new-privileges", "--cap-drop", "ALL"),
+    *(
+        arg
+        for cap in ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "SYS_CHROOT", "AUDIT_WRITE")
+        for arg in ("--cap-add", cap)
+    ),
+    *("--cap-add", "NET_BIND_SERVICE"),
+)
+
+
+def floor_run_args(name: str, port: int, public: str, image: str, boxed: bool = False) -> list[str]:
+    settings = [*BOX_SETTINGS, "--mount", f"type=volume,src={name},dst=/home/floor"] if boxed else []
     return [
-        *("docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:22"),
+        *("docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:22", *settings),
         *("-e", f"AUTHORIZED_KEY={public}", image, "sh", "-c", FLOOR_SSHD),
     ]
 
 
-def floor_round(b: Bench, key: Path, public: str) -> dict[str, list[float]]:
+def floor_round(b: Bench, key: Path, public: str, boxed: bool = False) -> dict[str, list[float]]:
+    """The floor once: docker run, ssh until it answers, docker rm -f (and, `boxed`, made with a
+    box's settings and its home volume removed too, as `rm --purge` does)."""
     from servers import free_port
 
     name, port = b.name("bf"), free_port()
     try:
         start = time.perf_counter()
-        floor_ready(b, name, port, key, public)
+        floor_ready(b, name, port, key, public, boxed)
         call(b.user, "docker", "rm", "-f", name)
-        return {FLOOR: [time.perf_counter() - start]}
+        if boxed:
+            call(b.user, "docker", "volume", "rm", name)
+        return {FLOOR_BOXED if boxed else FLOOR: [time.perf_counter() - start]}
     finally:
         with contextlib.suppress(Exception):
             b.client.containers.get(name).remove(force=True)
+        if boxed:
+            with contextlib.suppress(Exception):
+                b.client.volumes.get(name).remove(force=True)
 
 
-def floor_ready(b: Bench, name: str, port: int, key: Path, public: str) -> None:
+def floor_ready(b: Bench, name: str, port: int, key: Path, public: str, boxed: bool = False) -> None:
     """The floor's container `name` started on `port`, and its sshd answering `ssh … true`."""
     ssh = ["ssh", "-F", "none", "-o", "BatchMode=yes", *UNPINNED, "-o", "IdentitiesOnly=yes", "-i", str(key)]
-    call(b.user, *floor_run_args(name, port, public, b.env["DEVBOX_TEST_IMAGE"]))
+    call(b.user, *floor_run_args(name, port, public, b.env["DEVBOX_TEST_IMAGE"], boxed))
     until_ok(b.user, *ssh, "-p", str(port), "root@127.0.0.1", "true")
 
 

@@ -367,8 +367,10 @@ def _up_existing(
             allocation.start_checked(engine, container, share=spec.share_gpus, progress=progress)
         _wait_ready(engine, box, identity, timeout)
         box = get_box(engine, spec.name)  # as it is now it runs (a box that ran is as it was listed)
-    # Ports asked for now replace the ones it was made with (they live in the ssh entry only).
-    include, settings, warning = _publish(box, ssh_config, identity, spec.ports or None)
+    # Ports asked for now replace the ones it was made with (they live in the ssh entry only); a
+    # spec compared whole (a project file's) has exactly its ports, none included.
+    ports = spec.ports if given is None or spec.ports else None
+    include, settings, warning = _publish(box, ssh_config, identity, ports)
     return UpResult(box, False, include, settings, warning)
 
 

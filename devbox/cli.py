@@ -219,8 +219,8 @@ def up(
 ) -> None:
     """Create (or start) a box and wait until you can log in.
 
-    With no NAME, a devbox.yaml in this directory or above describes the box (flags override it),
-    else a .devcontainer/devcontainer.json; without either, NAME is this directory's name.
+    With no NAME (or NAME its box), the nearest devbox.yaml or devcontainer.json from here upwards
+    describes the box (flags override it); without either, NAME is this directory's name.
     With --from FILE, `devbox record`'s FILE describes it (NAME: the recorded box's, unless given).
     """
     from devbox import boxes, hosts, spec
@@ -228,7 +228,7 @@ def up(
     if from_record or name is None:  # a file describes the box
         from devbox import project, record
     rec = record.load(from_record) if from_record else None
-    proj = _project_file() if name is None and rec is None else None
+    proj = _project_file(name) if rec is None else None
     values = {
         "name": name,
         "host": host,
@@ -239,7 +239,7 @@ def up(
         "mounts": mounts,
         "envs": envs,
         "ports": ports,
-        "build": spec.Build.checked(build_file, build_context, build_args) if build_file else None,
+        "build": _typed_build(build_file, build_context, build_args, proj),
         "shm_size": shm_size,
         "memory": memory,
         "cpus": cpus,
@@ -248,6 +248,10 @@ def up(
         "sudo": not no_sudo,
     }
     described = record.spec_flags(rec) if rec else proj.options if proj else {}
+    if proj is not None:
+        described = {**described, "name": proj.box_name}
+        if build_args or build_context:  # typed on top of the file's build (see _typed_build)
+            described.pop("build", None)
     from_file = _not_typed(ctx, described)
     values.update(from_file)
     host = values.pop("host")
@@ -261,8 +265,11 @@ def up(
         make_spec(facts=spec.HostFacts.local())
     ident = _identity(identity)
     err = _console(stderr=True)
+    # `devbox up` in a project compares all of the box with the file (a key taken out of the file
+    # is a change too); `devbox up NAME` only what was typed, so it always means "start it".
+    given = _given_options(ctx) | {_FINGERPRINT_OF[k] for k in from_file if k in _FINGERPRINT_OF}
     options = {
-        "given": _given_options(ctx) | {_FINGERPRINT_OF[k] for k in from_file if k in _FINGERPRINT_OF},
+        "given": None if proj is not None and name is None else given,
         "keep_on_failure": keep_on_failure,
         "ssh_config": ssh_config,
         "timeout": timeout,
@@ -347,22 +354,47 @@ def _warn_busy_ports(box: Box) -> None:
         )
 
 
-def _project_file() -> Project | None:
-    """The nearest devbox.yaml, else the nearest devcontainer.json (what it asks that devbox does
-    not do is said in one warning line), else None."""
+def _project_file(name: str | None) -> Project | None:
+    """The project file `up` makes the box from: the nearest devbox.yaml or devcontainer.json from
+    here upwards (in one folder, devbox.yaml first), if NAME is not given or is its box. What a
+    devcontainer.json asks that devbox does not do is said in one warning line."""
     from devbox import devcontainer, project
 
-    path = project.find()
-    if path is not None:
-        return project.load(path)
-    path = devcontainer.find()
+    path = project.find(names=(*project.FILENAMES, *devcontainer.FILENAMES))
     if path is None:
         return None
-    proj, warnings = devcontainer.load(path)
+    if path.name in project.FILENAMES:
+        proj, warnings = project.load(path), ()
+    else:
+        proj, warnings = devcontainer.load(path)
+    if name is not None and name != proj.box_name:
+        return None  # `devbox up OTHER` in a project folder: a box of its own, from flags
     line = devcontainer.not_applied_line(warnings)
     if line:
         _console(stderr=True).print(f"[yellow]warning: {escape(line)}[/yellow]")
     return proj
+
+
+def _typed_build(
+    build_file: str | None, context: str | None, args: tuple[str, ...], proj: Project | None
+) -> object:
+    """--build's Build; --build-context and --build-arg alone apply to the project file's build
+    (args by name over the file's), and without one they have nothing to apply to."""
+    from devbox import spec
+
+    if build_file:
+        return spec.Build.checked(build_file, context, args)
+    if not (context or args):
+        return None
+    made = proj.options.get("build") if proj is not None else None
+    if made is None:
+        raise UsageError(
+            "--build-context and --build-arg apply to a build, and none is given",
+            "add --build DOCKERFILE (or a build: in devbox.yaml)",
+        )
+    typed = {a.partition("=")[0] for a in args}
+    kept = [a for a in made["args"] if a.partition("=")[0] not in typed]
+    return spec.Build.checked(made["dockerfile"], context or made["context"], [*kept, *args])
 
 
 def _run_setup(box: Box, proj: Project, ssh_config: Path | None) -> None:
@@ -403,6 +435,7 @@ _FINGERPRINT_OF = {
     "workdir": "workdir",
     "user": "user",
     "no_sudo": "sudo",
+    "sudo": "sudo",  # a file's or record's key
 }
 
 

@@ -34,20 +34,9 @@ _NOT_SET = object()
 
 def find(start: Path | None = None) -> Path | None:
     """The devcontainer.json of the nearest folder from `start` (the current directory) upwards."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        for name in FILENAMES:
-            candidate = folder / name
-            if _is_file(candidate):
-                return candidate
-    return None
+    from devbox import project
 
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except OSError:  # a folder we may not enter: not ours to complain about here
-        return False
+    return project.find(start, FILENAMES)
 
 
 def not_applied_line(warnings: Iterable[str]) -> str | None:
@@ -265,7 +254,7 @@ def load(path: Path) -> tuple[Project, tuple[str, ...]]:
         raise ProjectError(
             f"{path}:{scan.root_line}: the file must be a JSON object", '{"image": "ubuntu:24.04"}'
         )
-    project = Project(path)
+    project = Project(path, folder=_workspace_folder(path))
     project.lines.update(scan.key_lines)
     reader = _Reader(project, data, scan.root_line)
     reader.read()

@@ -1,4 +1,4 @@
-"""Writing the files devbox owns: atomically, under a lock, with explicit modes."""
+"""The files devbox owns: written atomically, under a lock, with explicit modes; read back safely."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write(path: Path, data: str | bytes, mode: int = 0o600, group: int | None = None) -> None:
@@ -44,3 +45,21 @@ def locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML that devbox wrote (a record, hosts.yaml), hand-edited or not, as plain data.
+
+    Aliases are refused: devbox never writes one, and a few hundred bytes of aliases to aliases
+    print (or compare) as gigabytes. A yaml.YAMLError says where, as for any other YAML problem.
+    """
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed here", mark)
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader

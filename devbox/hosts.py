@@ -148,9 +148,13 @@ def load() -> HostsConfig:
     import yaml
 
     try:
-        raw = yaml.safe_load(text) or {}
+        raw = files.load_yaml(text) or {}
     except yaml.YAMLError as exc:
-        raise DevboxError(f"cannot read {path}: {_first_line(exc)}", "fix or delete the file") from None
+        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise DevboxError(
+            f"cannot read {where}: {problem or _first_line(exc)}", "fix or delete the file"
+        ) from None
     except RecursionError:
         # PyYAML's composer recurses once per nesting level; hosts.yaml nests two levels.
         raise DevboxError(f"cannot read {path}: nested too deeply", "fix or delete the file") from None
@@ -158,12 +162,12 @@ def load() -> HostsConfig:
         hosts = tuple(
             Host(
                 validate_name(str(name)),
-                validate_destination(str(entry["ssh"])),
-                validate_socket(str(entry.get("docker_socket") or "")),
+                validate_destination(_text(entry, "ssh", name)),
+                validate_socket(_text(entry, "docker_socket", name, required=False)),
             )
             for name, entry in sorted((raw.get("hosts") or {}).items())
         )
-        default = str(raw.get("default") or LOCAL)
+        default = _text(raw, "default", "", required=False) or LOCAL
     except (AttributeError, KeyError, TypeError, UsageError) as exc:
         why = exc.message if isinstance(exc, UsageError) else "unexpected layout"
         raise DevboxError(
@@ -177,6 +181,20 @@ def load() -> HostsConfig:
             "fix the name there, or delete the `default:` line to use local",
         )
     return HostsConfig(hosts, default)
+
+
+def _text(entry: dict, key: str, host: object, required: bool = True) -> str:
+    """A hand-editable value: text (a number too), never a list or mapping (their text can be
+    gigabytes, through YAML aliases) or an empty `ssh:` (that would be a server named None)."""
+    value = entry[key] if required else entry.get(key)
+    where = f"{host}.{key}" if host != "" else key
+    if value is None or value == "":
+        if required:
+            raise UsageError(f"{where} is empty")
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise UsageError(f"{where} must be text")
+    return str(value)
 
 
 def save(config: HostsConfig) -> None:

@@ -7,6 +7,7 @@ teammate's typo never turns into a box with silently different settings.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import os
 from collections.abc import Callable
@@ -21,7 +22,7 @@ FILENAMES = ("devbox.yaml", "devbox.yml")
 STARTER = """\
 # devbox.yaml: this project's dev box. `devbox up` (no NAME) in this folder or below reads it;
 # flags on the command line override what is here. Reference: the README's "Project file".
-name: {name}
+name: "{name}"
 # host: gpu1              # a host from `devbox host ls`, `local`, or `auto`
 image: ubuntu:24.04
 # build:                  # instead of image: a Dockerfile, built on the box's host
@@ -64,6 +65,7 @@ class ProjectJob:
 @dataclass(frozen=True)
 class Project:
     path: Path
+    folder: Path | None = None  # the project's folder: the file's own unless set (devcontainer's)
     # Filled while the file is read, then only read: option name → value as `up` takes it (plus
     # "setup"), key (or "mounts.2") → 1-based line, job name → job.
     values: dict[str, Any] = field(default_factory=dict)
@@ -79,6 +81,14 @@ class Project:
     def setup(self) -> tuple[str, ...]:
         return self.values.get("setup", ())
 
+    @property
+    def box_name(self) -> str:
+        """The box this file makes: its `name`, else the project folder's name (wherever in the
+        project `up` runs, so a subfolder never makes a second box of one project)."""
+        from devbox.spec import default_name
+
+        return self.values.get("name") or default_name(self.folder or self.path.parent)
+
     def where(self, key: str) -> str:
         line = self.lines.get(key) or self.lines.get(key.split(".")[0])
         return f"{self.path}:{line}" if line else str(self.path)
@@ -87,15 +97,24 @@ class Project:
         return ProjectError(f"{self.where(key)}: {key.split('.')[0]}: {message}", hint or None)
 
 
-def find(start: Path | None = None) -> Path | None:
-    """The nearest devbox.yaml from `start` (the current directory) upwards."""
+def find(start: Path | None = None, names: tuple[str | Path, ...] = FILENAMES) -> Path | None:
+    """The nearest project file named one of `names` (earlier names first within a folder) from
+    `start` (the current directory) upwards. A file there that cannot be read (a dangling link) is
+    found too: reading it says what is wrong, rather than a box made as if it were not there."""
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
-        for name in FILENAMES:
+        for name in names:
             candidate = folder / name
-            if candidate.is_file():
+            if _is_file_or_dangling(candidate):
                 return candidate
     return None
+
+
+def _is_file_or_dangling(path: Path) -> bool:
+    try:
+        return path.is_file() or (path.is_symlink() and not path.exists())
+    except OSError:  # a folder we may not enter: not ours to complain about here
+        return False
 
 
 # ---------------------------------------------------------------- parsing
@@ -303,11 +322,16 @@ def _text(kind: str) -> Callable[[Project, str, Any], None]:
 
 
 def _read_name(project: Project, key: str, node: Any) -> None:
+    import yaml
+
     from devbox.spec import validate_name
 
-    project.values["name"] = _check(
-        project, key, lambda: validate_name(_scalar(project, key, node, (str,), "text"))
-    )
+    # As written: `name: 2024` or `name: yes` is a box named so, not a number or a boolean.
+    if isinstance(node, yaml.ScalarNode) and isinstance(_plain(node), (int, float, datetime.date)):
+        text = node.value
+    else:
+        text = _scalar(project, key, node, (str,), "text")
+    project.values["name"] = _check(project, key, lambda: validate_name(text))
 
 
 def _read_image(project: Project, key: str, node: Any) -> None:
@@ -424,21 +448,31 @@ def _read_env(project: Project, key: str, node: Any) -> None:
 
     from devbox.spec import parse_env
 
-    entries: list[tuple[str, int]] = []
     if isinstance(node, yaml.MappingNode):
-        for k, v in _pairs(project, node, key):
-            value = _plain(v)
-            if not isinstance(v, yaml.ScalarNode) or value is None or isinstance(value, bytes):
-                raise ProjectError(
-                    f"{project.path}:{k.start_mark.line + 1}: {key}.{k.value}: must be text or a number"
-                )
-            entries.append((f"{k.value}={_as_text(v, value)}", k.start_mark.line + 1))
+        entries = _env_pairs(project, key, node)
     else:
         entries = _list_of_text(project, key, node, "NAME=VALUE text")
     for i, (entry, line) in enumerate(entries):
         project.lines[f"env.{i}"] = line
         _check(project, f"env.{i}", lambda e=entry: parse_env(e))
     project.values["envs"] = tuple(e for e, _ in entries)
+
+
+def _env_pairs(project: Project, key: str, node: Any) -> list[tuple[str, int]]:
+    """A mapping of names to scalar values, as NAME=VALUE with each value as written, and lines.
+    A list or mapping value is refused before it is built (an alias bomb builds to gigabytes)."""
+    import yaml
+
+    entries = []
+    for k, v in _pairs(project, node, key):
+        value = _plain(v) if isinstance(v, yaml.ScalarNode) else None
+        if value is None or isinstance(value, bytes):
+            raise ProjectError(
+                f"{project.path}:{k.start_mark.line + 1}: {key}.{k.value}: must be text or a number",
+                'quote a value YAML reads otherwise, e.g. FLAG: "yes"',
+            )
+        entries.append((f"{k.value}={_as_text(v, value)}", k.start_mark.line + 1))
+    return entries
 
 
 def _read_ports(project: Project, key: str, node: Any) -> None:
@@ -542,7 +576,23 @@ def _build_args(project: Project, key: str, node: Any) -> tuple[str, ...]:
 
 
 def _read_setup(project: Project, key: str, node: Any) -> None:
-    project.values["setup"] = tuple(t for t, _ in _list_of_text(project, key, node, "shell commands"))
+    import yaml
+
+    # A command as written: `- false` or `- true` is that shell command, not a boolean.
+    if isinstance(node, yaml.ScalarNode) and _plain(node) is not None:
+        items = [node]
+    elif isinstance(node, yaml.SequenceNode):
+        items = node.value
+    else:
+        found = _kind(_plain(node) if isinstance(node, yaml.ScalarNode) else node)
+        raise project.error(key, f"must be a list of shell commands, not {found}", "e.g. - pip install -e .")
+    for item in items:
+        if not isinstance(item, yaml.ScalarNode) or _plain(item) is None:
+            raise ProjectError(
+                f"{project.path}:{item.start_mark.line + 1}: {key}: each entry must be a shell command",
+                "e.g. - pip install -r requirements.txt",
+            )
+    project.values["setup"] = tuple(item.value for item in items)
 
 
 def _read_jobs(project: Project, key: str, node: Any) -> None:
@@ -587,17 +637,33 @@ def _job(project: Project, where: str, qualified: str, node: Any) -> ProjectJob:
     env: tuple[str, ...] = ()
     if "env" in fields:
         if not isinstance(fields["env"], yaml.MappingNode):
-            raise ProjectError(f"{where}: env must map names to values")
-        env = tuple(f"{k.value}={_plain(v)}" for k, v in _pairs(project, fields["env"], f"{qualified}.env"))
+            raise ProjectError(f"{where}: env must map names to values", "e.g. env: {SEED: 1}")
+        env = tuple(e for e, _ in _env_pairs(project, f"{qualified}.env", fields["env"]))
         for entry in env:
             checked(lambda e=entry: parse_env(e))
-    cwd = str(_plain(fields["cwd"])) if "cwd" in fields else None
+    cwd = _job_text(where, "cwd", fields.get("cwd"))
     if cwd is not None and not cwd.startswith("/"):
         raise ProjectError(f"{where}: cwd {cwd!r} is not an absolute path", "e.g. cwd: /workspace")
-    gpu_text = str(_plain(fields["gpus"])) if "gpus" in fields else None
+    gpu_text = None
+    if isinstance(fields.get("gpus"), yaml.SequenceNode):  # gpus: [0, 1], as at the top level
+        gpu_text = ",".join(_job_text(where, "gpus", n) or "" for n in fields["gpus"].value)
+    elif "gpus" in fields:
+        gpu_text = _job_text(where, "gpus", fields["gpus"])
     if gpu_text is not None:
         checked(lambda: gpus.parse_selection(gpu_text))
     return ProjectJob(name, _argv(where, fields["command"]), cwd, env, gpu_text)
+
+
+def _job_text(where: str, key: str, node: Any) -> str | None:
+    """A job field's scalar as written; a list or mapping is refused before it is built."""
+    import yaml
+
+    if node is None:
+        return None
+    if not isinstance(node, yaml.ScalarNode) or _plain(node) is None:
+        found = _kind(_plain(node) if isinstance(node, yaml.ScalarNode) else node)
+        raise ProjectError(f"{where}: {key} must be text or a number, not {found}")
+    return node.value
 
 
 def _argv(where: str, node: Any) -> tuple[str, ...]:
@@ -610,7 +676,7 @@ def _argv(where: str, node: Any) -> tuple[str, ...]:
         and node.value
         and all(isinstance(i, yaml.ScalarNode) for i in node.value)
     ):
-        return tuple(str(_plain(i)) for i in node.value)
+        return tuple(i.value for i in node.value)  # as written: 0.10 stays 0.10
     raise ProjectError(f"{where}: the command must be a shell line or a list of arguments")
 
 

@@ -474,7 +474,7 @@ def load(path: Path) -> Record:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}", _LOAD_HINT) from None
     try:
-        data = yaml.safe_load(text)
+        data = files.load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

@@ -92,6 +92,9 @@ BAD_UP = {
     "cpus zero": (["--cpus", "0"], "invalid --cpus 0.0"),
     "cpus negative": (["--cpus=-2"], "invalid --cpus -2.0"),
     "relative workdir": (["--workdir", "workspace"], "--workdir 'workspace' is not an absolute path"),
+    # Once silently dropped: with no --build and no build in a project file, there is nothing to build.
+    "build-arg alone": (["--build-arg", "X=1"], "--build-context and --build-arg apply to a build"),
+    "build-context alone": (["--build-context", "/nonexistent"], "apply to a build, and none is given"),
 }
 
 

@@ -219,6 +219,17 @@ def test_a_hosts_file_nested_past_python_s_recursion_limit_is_one_line() -> None
     assert info.value.message == f"cannot read {path}: nested too deeply"
 
 
+def test_yaml_aliases_are_refused_before_they_are_expanded() -> None:
+    # Nine levels of ten aliases each: printed or compared, 10^9 strings.
+    levels = ["a0: &a0 [xxxxxxxxxx, xxxxxxxxxx]"]
+    levels += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    path = write_hosts_file("x:\n" + "".join(f"  {line}\n" for line in levels) + "hosts:\n  g: {ssh: *a8}\n")
+
+    with pytest.raises(DevboxError) as info:
+        hosts.load()
+    assert info.value.message == f"cannot read {path}:3: aliases (*name) are not allowed here"
+
+
 def test_undecodable_hosts_file_is_an_error_naming_the_file() -> None:
     path = write_hosts_file("")
     path.write_bytes(b"hosts:\n  gpu1:\n    ssh: \xff\xfe\n")
@@ -241,6 +252,11 @@ def test_undecodable_hosts_file_is_an_error_naming_the_file() -> None:
         ("hosts:\n  local: {ssh: gpu1}\n", "invalid host name 'local'"),
         ("hosts:\n  gpu1: {ssh: '-oProxyCommand=x'}\n", "invalid ssh destination"),
         ("hosts:\n  gpu1: {ssh: gpu1, docker_socket: relative.sock}\n", "invalid Docker socket path"),
+        # Once a server named "None", and lists printed whole.
+        ("hosts:\n  gpu1: {ssh: }\n", "gpu1.ssh is empty"),
+        ("hosts:\n  gpu1: {ssh: [a, b]}\n", "gpu1.ssh must be text"),
+        ("hosts:\n  gpu1: {ssh: gpu1, docker_socket: {a: 1}}\n", "gpu1.docker_socket must be text"),
+        ("default: [gpu1]\nhosts:\n  gpu1: {ssh: gpu1}\n", "default must be text"),
     ],
 )
 def test_hosts_file_with_bad_content_is_damaged_naming_the_file_and_why(text: str, why: str) -> None:

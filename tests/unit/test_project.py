@@ -366,3 +366,124 @@ def _assert_error(tmp_path: Path, body: str, line: int, message: str) -> None:
     assert caught.value.message.startswith(f"{path}:{line}: "), caught.value.message
     assert message in caught.value.message, caught.value.message
     assert caught.value.exit_code == 2
+
+
+# ---------------------------------------------------------------- review: values as written, bombs, names
+
+
+def test_job_env_values_are_kept_as_written_like_the_top_level_env(tmp_path: Path) -> None:
+    body = "jobs:\n  show:\n    command: env\n    env: {CUDA: 12.10, FLAG: true, ZIP: 01234}\n"
+    job = project.load(_write(tmp_path, body)).jobs["show"]
+    assert job.env == ("CUDA=12.10", "FLAG=true", "ZIP=01234")
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("env: {NULLV: }", "jobs.t.env.NULLV: must be text or a number"),
+        ("env: {L: [1, 2]}", "jobs.t.env.L: must be text or a number"),
+        ("cwd: [/a]", "jobs.t: cwd must be text or a number, not a list"),
+        ("gpus: {a: 1}", "jobs.t: gpus must be text or a number, not a mapping"),
+    ],
+)
+def test_a_job_field_that_is_not_a_scalar_is_refused(tmp_path: Path, field: str, message: str) -> None:
+    with pytest.raises(ProjectError) as caught:
+        project.load(_write(tmp_path, f"jobs:\n  t: {{command: x, {field}}}\n"))
+    assert message in caught.value.message
+
+
+def test_an_alias_bomb_in_a_job_is_refused_at_once_without_building_it(tmp_path: Path) -> None:
+    import resource
+    import time
+
+    levels = ["B0: &a0 [" + ", ".join(["x" * 50] * 2) + "]"]
+    levels += [f"B{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    body = "jobs:\n  t:\n    command: env\n    env:\n" + "".join(f"      {line}\n" for line in levels)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.monotonic()
+    with pytest.raises(ProjectError) as caught:
+        project.load(_write(tmp_path, body))
+    assert "jobs.t.env.B0: must be text or a number" in caught.value.message
+    assert time.monotonic() - start < 5  # built, it is 10^8 strings: minutes and gigabytes
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB
+
+
+def test_job_gpus_take_the_list_form_of_the_top_level(tmp_path: Path) -> None:
+    job = project.load(_write(tmp_path, "jobs:\n  g: {command: x, gpus: [0, 1]}\n")).jobs["g"]
+    assert job.gpus == "0,1"
+
+
+def test_argv_items_are_kept_as_written(tmp_path: Path) -> None:
+    job = project.load(_write(tmp_path, "jobs:\n  t: [python, x.py, --lr, 0.10, --flag, yes]\n")).jobs["t"]
+    assert job.argv == ("python", "x.py", "--lr", "0.10", "--flag", "yes")
+
+
+def test_setup_commands_are_taken_as_written_even_where_yaml_reads_a_boolean(tmp_path: Path) -> None:
+    proj = project.load(_write(tmp_path, "setup: [echo a, false, 'true', 1]\n"))
+    assert proj.setup == ("echo a", "false", "true", "1")
+    with pytest.raises(ProjectError) as caught:
+        project.load(_write(tmp_path, "setup:\n  - echo a\n  -\n"))
+    assert caught.value.message.endswith("devbox.yaml:3: setup: each entry must be a shell command")
+
+
+@pytest.mark.parametrize("folder", ["2024", "yes", "null", "0x1f", "2024-01-01", "on"])
+def test_init_writes_a_name_that_reads_back_whatever_the_folder_is_called(
+    tmp_path: Path, folder: str
+) -> None:
+    (tmp_path / folder).mkdir()
+    proj = project.load(project.write_starter(tmp_path / folder))
+    assert proj.box_name == spec.default_name(tmp_path / folder)
+
+
+@pytest.mark.parametrize(
+    ("written", "name"), [("2024", "2024"), ("yes", "yes"), ("2024-01-01", "2024-01-01")]
+)
+def test_a_name_yaml_reads_as_a_number_bool_or_date_is_the_name_written(
+    tmp_path: Path, written: str, name: str
+) -> None:
+    assert project.load(_write(tmp_path, f"name: {written}\n")).box_name == name
+
+
+def test_the_box_name_comes_from_the_project_folder_not_the_current_one(tmp_path: Path) -> None:
+    root = tmp_path / "My_Proj"
+    (root / "src").mkdir(parents=True)
+    path = _write(root, "image: x\n")
+    assert project.find(root / "src") == path
+    assert project.load(path).box_name == "my-proj"
+
+
+def test_a_dangling_devbox_yaml_is_found_and_reported_not_skipped(tmp_path: Path) -> None:
+    (tmp_path / "devbox.yaml").symlink_to(tmp_path / "gone.yaml")
+    assert project.find(tmp_path) == tmp_path / "devbox.yaml"
+    with pytest.raises(ProjectError, match="cannot read"):
+        project.load(tmp_path / "devbox.yaml")
+
+
+def test_the_nearest_project_file_wins_whichever_kind(tmp_path: Path) -> None:
+    from devbox import devcontainer
+
+    names = (*project.FILENAMES, *devcontainer.FILENAMES)
+    _write(tmp_path, "image: x\n")
+    inner = tmp_path / "svc"
+    (inner / ".devcontainer").mkdir(parents=True)
+    (inner / ".devcontainer" / "devcontainer.json").write_text('{"image": "y"}')
+    assert project.find(inner, names) == inner / ".devcontainer" / "devcontainer.json"
+    _write(inner, "image: z\n")  # in one folder, devbox.yaml first
+    assert project.find(inner, names) == inner / "devbox.yaml"
+
+
+def test_typed_build_args_and_context_apply_to_the_file_s_build(tmp_path: Path) -> None:
+    from devbox.cli import _typed_build
+
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "Dockerfile").write_text("FROM x\n")
+    (tmp_path / "ctx").mkdir()
+    body = "build: {dockerfile: docker/Dockerfile, args: {X: file, Y: kept}}\n"
+    proj = project.load(_write(tmp_path, body))
+    built = _typed_build(None, str(tmp_path / "ctx"), ("X=typed",), proj)
+    dockerfile = str(tmp_path / "docker" / "Dockerfile")
+    assert built == spec.Build(dockerfile, str(tmp_path / "ctx"), ("Y=kept", "X=typed"))
+    with pytest.raises(UsageError, match="is not a folder"):
+        _typed_build(None, str(tmp_path / "nonexistent"), (), proj)
+    with pytest.raises(UsageError, match="apply to a build, and none is given"):
+        _typed_build(None, None, ("X=1",), project.load(_write(tmp_path, "image: x\n")))

@@ -589,3 +589,14 @@ def test_a_record_nested_past_python_s_recursion_limit_is_one_line(tmp_path: Pat
 
     error = usage_error(record.load, path)
     assert error.message == f"{path}: not valid YAML: nested too deeply"
+
+
+def test_yaml_aliases_in_a_record_are_refused_before_they_are_expanded(tmp_path: Path) -> None:
+    # A record is shared like code: nine levels of ten aliases would print as 10^9 strings.
+    levels = ["a0: &a0 [xxxxxxxxxx, xxxxxxxxxx]"]
+    levels += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    path = tmp_path / "bomb.devbox-record.yaml"
+    path.write_text("x:\n" + "".join(f"  {line}\n" for line in levels) + "format: *a8\n")
+
+    error = usage_error(record.load, path)
+    assert error.message == f"{path}:3: not valid YAML: aliases (*name) are not allowed here"
