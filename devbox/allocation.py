@@ -101,7 +101,7 @@ def start_checked(
                 "if its port is taken by another program, recreate the box (`devbox rm` then `devbox up`)",
             ) from None
         try:
-            refuse_if_outraced(engine, container)
+            refuse_if_outraced(engine, container, share=share)
         except GpuBusyError as exc:
             container.stop(timeout=5)
             raise _start_refusal(exc, name) from None
@@ -117,12 +117,13 @@ def _start_refusal(exc: GpuBusyError, name: str) -> GpuBusyError:
     )
 
 
-def refuse_if_outraced(engine: Engine, container: Container) -> None:
+def refuse_if_outraced(engine: Engine, container: Container, share: bool = False) -> None:
     """Call right after starting `container`: if a running box that started first holds one of its
     GPUs, this one lost a race it should never have been in (a lock wrongly broken, a client
-    without the lock) and backs off with GpuBusyError. The first one started keeps the GPU."""
+    without the lock) and backs off with GpuBusyError. The first one started keeps the GPU.
+    A box made to share its GPUs, or started with `share` (`start --share-gpus`), races no one."""
     mine = set(gpus.parse_label(container.labels.get(L("gpus"), "")))
-    if not mine or container.labels.get(L("share-gpus")) == "1":
+    if not mine or share or container.labels.get(L("share-gpus")) == "1":
         return
     my_start = _started(engine, container.id)
     rivals = {}

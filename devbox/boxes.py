@@ -320,16 +320,30 @@ def up(
         undo.append(lambda: known_hosts.unpin(box.alias))
         progress(f"Waiting for sshd in {spec.name}")
         _wait_ready(engine, box, identity, timeout)
-    except BaseException:
+    except BaseException as exc:
         if keep_on_failure:
             progress("Keeping what was created (--keep-on-failure); `devbox rm --purge` cleans it up")
-        else:
-            for step in reversed(undo):
-                with contextlib.suppress(Exception):
-                    step()
-        raise
+            raise
+        if _undone(undo) or not isinstance(exc, DevboxError):
+            raise
+        # The engine stopped answering (a link gone): what this run made may still be there.
+        raise DevboxError(
+            f"{exc.message}; {spec.name} may be left half made on {engine.host.name}",
+            f"once it answers, `devbox up {spec.name}` finishes it or `devbox rm {spec.name}` removes it",
+        ) from None
     include, settings, warning = _publish(box, ssh_config, identity, spec.ports)
     return UpResult(box, True, include, settings, warning)  # as inspected once it started
+
+
+def _undone(undo: list[Callable[[], None]]) -> bool:
+    """Run a failed `up`'s undo steps, newest first, each whatever the others do; all worked?"""
+    done = True
+    for step in reversed(undo):
+        try:
+            step()
+        except Exception:
+            done = False
+    return done
 
 
 def _up_existing(
@@ -757,6 +771,13 @@ def sync_ssh(engine: Engine, ssh_config: Path | None = None) -> tuple[sshconfig.
     for b in mine:
         _tell_vscode(b.alias)
     return result, mine
+
+
+def unpinned(found: list[Box]) -> list[str]:
+    """Boxes no `up` has pinned a host key for on this machine (made from another laptop, say):
+    a re-synced entry for one cannot log in until `devbox up NAME` pins its key and authorizes
+    this machine's."""
+    return sorted(b.name for b in found if known_hosts.lookup(b.alias) is None)
 
 
 def _synced_key(box: Box) -> Path:

@@ -223,10 +223,15 @@ def up(
     describes the box (flags override it); without either, NAME is this directory's name.
     With --from FILE, `devbox record`'s FILE describes it (NAME: the recorded box's, unless given).
     """
-    from devbox import boxes, hosts, spec
+    from devbox import (
+        boxes,
+        hosts,
+        project,  # a project file may describe the box (with NAME, if it is its box)
+        spec,
+    )
 
-    if from_record or name is None:  # a file describes the box
-        from devbox import project, record
+    if from_record:
+        from devbox import record
     rec = record.load(from_record) if from_record else None
     proj = _project_file(name) if rec is None else None
     values = {
@@ -267,7 +272,9 @@ def up(
     err = _console(stderr=True)
     # `devbox up` in a project compares all of the box with the file (a key taken out of the file
     # is a change too); `devbox up NAME` only what was typed, so it always means "start it".
-    given = _given_options(ctx) | {_FINGERPRINT_OF[k] for k in from_file if k in _FINGERPRINT_OF}
+    given = _given_options(ctx)
+    if rec is not None:  # a record's options are as good as typed
+        given |= {_FINGERPRINT_OF[k] for k in from_file if k in _FINGERPRINT_OF}
     options = {
         "given": None if proj is not None and name is None else given,
         "keep_on_failure": keep_on_failure,
@@ -530,6 +537,11 @@ def ssh(name: str, command: tuple[str, ...], host: str | None, ssh_config: Path 
         box = boxes.get_box(_engine(host, box=name, ssh_config=ssh_config), name)
         if not box.running:
             raise DevboxError(f"box {name!r} is {box.status}", f"start it with `devbox start {name}`")
+        if boxes.unpinned([box]):  # ssh would only say "Host key verification failed"
+            raise DevboxError(
+                f"box {name!r} was not set up from this machine (no pinned host key here)",
+                f"`devbox up {name}` pins it and authorizes your key",
+            )
         base = sshconfig.ssh_command(box.alias, user_config=ssh_config)
     remote = [command[0]] if len(command) == 1 else ([shlex.join(command)] if command else [])
     _exec(base + remote)
@@ -650,6 +662,12 @@ def ssh_config_cmd(name: str | None, host: str | None, ssh_config: Path | None) 
     synced = boxes.sync_hosts(hosts.targets(host), ssh_config)
     count = sum(len(r.value[1]) for r in synced if r.value)
     _console().print(f"{count} box(es) in {sshconfig.managed_config_path()}")
+    strangers = boxes.unpinned([b for r in synced if r.value for b in r.value[1]])
+    if strangers:
+        _console(stderr=True).print(
+            f"[yellow]not set up from this machine yet: {escape(', '.join(strangers))} — "
+            f"`devbox up NAME` pins its host key and authorizes your key, then ssh works[/yellow]"
+        )
     for r in synced:
         if r.value:
             _report_include(r.value[0])
@@ -1055,7 +1073,12 @@ def host_add(
     _console().print(
         f"Added host [bold]{name}[/bold] ({escape(destination)})" + (", the default" if make_default else "")
     )
-    _print_checks(hostcheck.check(host, ssh_config))
+    if _print_checks(hostcheck.check(host, ssh_config)):
+        # Kept (it may be down for now), but a script must not go on as if it could be used.
+        raise DevboxError(
+            f"{name} is added but failed a check above",
+            f"fix that, then `devbox host check {name}`; `devbox host rm {name}` forgets it",
+        )
 
 
 @host_group.command("ls")

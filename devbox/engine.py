@@ -109,7 +109,7 @@ class Engine:
                 f"cannot reach the Docker engine at {where}: {_why_unreachable(exc)}",
                 "start Docker (or dockerd), check DOCKER_HOST, and that your user is in the docker group",
             ) from None
-        _one_pool(client)
+        _one_pool(client, "the Docker engine", "check that Docker still runs here")
         return cls(client, client.api.base_url)
 
     @classmethod
@@ -123,11 +123,13 @@ class Engine:
         try:
             client = docker.DockerClient(base_url=f"unix://{local}", timeout=60)  # asks its API version
         except docker.errors.DockerException as exc:
+            if _link_lost(exc):  # the ssh link dropped, not Docker's doing
+                raise _lost(f"the connection to {host.name}", exc, host.name) from None
             raise DevboxError(
                 f"cannot reach the Docker engine on {host.name} ({remote} there): {describe_error(exc)}",
                 f"check that Docker runs on {host.name} and that {login.name} is in its docker group",
             ) from None
-        _one_pool(client)
+        _one_pool(client, f"the connection to {host.name}", _LINK_HINT.format(host=host.name))
         return cls(client, f"{host.name}:{remote}", host, tunnel, login)
 
     @property
@@ -385,13 +387,40 @@ def _heartbeat(sock: Any, stop: threading.Event) -> None:
             return
 
 
-def _one_pool(client: docker.DockerClient) -> None:
+_LINK_HINT = "check the link (`devbox host check {host}`), then run it again"
+
+
+def _one_pool(client: docker.DockerClient, link: str, hint: str) -> None:
     """Keep one connection to the engine alive across calls. docker-py keys its connection pools by
     each request's whole URL, so nearly every call opened a connection of its own: for a server,
-    through its ssh master, a channel opened (one round trip more) per call."""
+    through its ssh master, a channel opened (one round trip more) per call.
+
+    A connection lost mid-command (`link`: what was lost) is one DevboxError line with `hint`,
+    wherever the call was made: requests' own error is no Docker error, and reached the user as
+    an internal one."""
+    import requests
+
     adapter = client.api.get_adapter(client.api.base_url)
-    pooled = adapter.get_connection
+    pooled, send = adapter.get_connection, adapter.send
     adapter.get_connection = lambda _url, proxies=None: pooled(client.api.base_url, proxies)
+
+    def checked_send(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return send(*args, **kwargs)
+        except requests.exceptions.ConnectionError as exc:
+            raise DevboxError(f"lost {link}: {describe_error(exc)}", hint) from None
+
+    adapter.send = checked_send
+
+
+def _link_lost(exc: BaseException) -> bool:
+    import requests
+
+    return isinstance(exc.__context__, requests.exceptions.ConnectionError)
+
+
+def _lost(link: str, exc: BaseException, host: str) -> DevboxError:
+    return DevboxError(f"lost {link}: {describe_error(exc)}", _LINK_HINT.format(host=host))
 
 
 def _socket_path(host: str, docker_host: str) -> str:

@@ -8,6 +8,7 @@ slow or dead host never freezes the screen.
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from functools import partial
 from pathlib import Path
 
 from devbox.tui import render
-from devbox.tui.screens import ConfirmRemove, Help, NewBox, NewBoxScreen, Output, Prompt
+from devbox.tui.screens import Confirm, ConfirmRemove, Help, NewBox, NewBoxScreen, Output, Prompt
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
@@ -45,6 +46,19 @@ ACTIONS = frozenset(
 )
 # `:` commands that need the terminal: run with the app suspended, not captured.
 INTERACTIVE = frozenset({"ssh", "attach", "tui", "code"})
+_STOPS_JOBS = "Its running jobs end (they show as lost); its home stays."
+
+
+def _runs_until_stopped(args: list[str]) -> bool:
+    """A command that never ends by itself: captured, it would run unseen and hold up quitting."""
+    if not args:
+        return False
+    following = "-f" in args or "--follow" in args
+    return (
+        args[0] in ("forward", "wait")
+        or (args[0] == "logs" and following)
+        or (args[0] == "run" and "--wait" in args)
+    )
 
 
 class DevboxApp(App[None]):
@@ -186,7 +200,9 @@ class DevboxApp(App[None]):
 
     def _tick_status(self) -> None:
         line = render.status_line(self.views)
-        self.query_one("#status", Static).update(f"{line} · {self._progress}" if self._progress else line)
+        self.query_one("#status", Static).update(
+            Text(f"{line} · {self._progress}" if self._progress else line)
+        )
 
     def _fill_boxes(self) -> None:
         """Show the rows, keeping the cursor on the same box and the scroll where it was."""
@@ -206,19 +222,21 @@ class DevboxApp(App[None]):
             for i, ((_, cells), (_, before)) in enumerate(zip(rows, self._rows, strict=True)):
                 for column, (cell, old) in enumerate(zip(cells, before, strict=True)):
                     if cell != old:
-                        table.update_cell_at(Coordinate(i, column), cell)
+                        table.update_cell_at(Coordinate(i, column), cell, update_width=True)
             self._rows = rows
             return
         keep = self._cursor_key()
-        scroll = table.scroll_y
+        row, scroll = table.cursor_row, table.scroll_y
         table.clear()
         for key, cells in rows:
             table.add_row(*cells, key=key)
         self._rows = rows
-        if keep is not None:
-            # A box that is gone (or filtered out) leaves the cursor where it was, in range.
+        if keep is not None and table.row_count:
+            # A box that is gone (or filtered out) leaves the cursor where it was, in range: on a
+            # neighbour, never back on the first row (clear() put it there).
             with contextlib.suppress(RowDoesNotExist):
-                table.move_cursor(row=table.get_row_index(keep), animate=False, scroll=False)
+                row = table.get_row_index(keep)
+            table.move_cursor(row=min(row, table.row_count - 1), animate=False, scroll=False)
         table.scroll_to(y=scroll, animate=False)
 
     def _cursor_key(self) -> str | None:
@@ -248,6 +266,7 @@ class DevboxApp(App[None]):
         if found is None:
             details.update(Text("No box selected."))
             jobs.clear()
+            self._forget_job()
             return
         view, box = found
         details.update(render.details(view, box))
@@ -263,6 +282,19 @@ class DevboxApp(App[None]):
         elif names:
             # Newest job by default: the one a person most likely wants to watch.
             jobs.move_cursor(row=len(names) - 1, animate=False)
+        else:
+            self._forget_job()  # no job here: another box's log (and `k`'s target) must not stay
+
+    def _forget_job(self) -> None:
+        self.selected_job = ""
+        self._log_text = ""
+        self.query_one("#log", Log).clear()
+
+    @on(DataTable.RowSelected, "#boxes")
+    def _box_chosen(self) -> None:
+        # Enter on the boxes table: the table takes the key for its own selection first.
+        if self.check_action("shell", ()):
+            self.action_shell()
 
     @on(DataTable.RowHighlighted, "#jobs")
     def _job_moved(self, event: DataTable.RowHighlighted) -> None:
@@ -391,6 +423,11 @@ class DevboxApp(App[None]):
             self.call_from_thread(self.notify, str(done) if isinstance(done, str) else f"{what}: done")
         self.call_from_thread(self.action_refresh)
 
+    def notify(self, message: str, *, markup: bool = False, **kwargs) -> None:  # type: ignore[override]
+        # Messages carry paths, errors and typed commands: `[/x]` in one is text, not markup
+        # (parsed, it ended the app with a MarkupError).
+        super().notify(message, markup=markup, **kwargs)
+
     def _status_text(self, text: str) -> None:
         self._progress = text
         self._tick_status()
@@ -410,20 +447,35 @@ class DevboxApp(App[None]):
     def action_stop(self) -> None:
         from devbox import boxes
 
-        self._lifecycle("stopping", boxes.stop)
+        self._lifecycle("stopping", boxes.stop, ask="Stop")
 
     def action_restart(self) -> None:
         from devbox import boxes
 
         self._lifecycle(
-            "restarting", partial(boxes.restart, ssh_config=self.ssh_config, on_warning=self._warn)
+            "restarting",
+            partial(boxes.restart, ssh_config=self.ssh_config, on_warning=self._warn),
+            ask="Restart",
         )
 
-    def _lifecycle(self, doing: str, call: Callable[..., Box]) -> None:
-        """start/stop/restart of the selected box (yours only); the new state as a notification."""
-        if found := self._mine():
-            view, box = found
-            self._act(f"{doing} {box.name}", view.host, lambda e: f"{box.name}: {call(e, box.name).status}")
+    def _lifecycle(self, doing: str, call: Callable[..., Box], ask: str = "") -> None:
+        """start/stop/restart of the selected box (yours only); the new state as a notification.
+        With `ask`, only once the user says yes to it (the box is the one selected now)."""
+        found = self._mine()
+        if found is None:
+            return
+        view, box = found
+
+        def go(yes: bool | None = True) -> None:
+            if yes:
+                self._act(
+                    f"{doing} {box.name}", view.host, lambda e: f"{box.name}: {call(e, box.name).status}"
+                )
+
+        if ask:
+            self.push_screen(Confirm(f"{ask} {box.name}?", _STOPS_JOBS), go)
+        else:
+            go()
 
     def _warn(self, line: str) -> None:
         """An ssh-entry warning from a worker: the box is fine, the user's ssh config needs a hand."""
@@ -568,7 +620,18 @@ class DevboxApp(App[None]):
             return
         view, box = found
         name = self.selected_job
-        self._act(f"killing {name}", view.host, lambda e: f"job {name}: {jobs.kill(e, box, name).describe()}")
+
+        def go(yes: bool | None) -> None:
+            if yes:
+                self._act(
+                    f"killing {name}",
+                    view.host,
+                    lambda e: f"job {name}: {jobs.kill(e, box, name).describe()}",
+                )
+
+        self.push_screen(
+            Confirm(f"Kill job {name} in {box.name}?", "Its process gets TERM; its log stays."), go
+        )
 
     def action_command(self) -> None:
         self.push_screen(Prompt("devbox command", "e.g. ls --all, jobs mybox, gpus"), self._run_command)
@@ -581,18 +644,27 @@ class DevboxApp(App[None]):
         except ValueError as exc:
             self.notify(f"cannot read that command: {exc}", severity="error")
             return
-        argv = [sys.executable, "-c", "from devbox.cli import entry; entry()", *args]
+        if _runs_until_stopped(args):
+            self.notify(
+                f"`devbox {shlex.join(args)}` runs until stopped: run it in a terminal "
+                "(f follows a job's log here)",
+                severity="warning",
+            )
+            return
+        # -P: the folder the TUI runs in (a checkout with a devbox/ folder) must not shadow the package.
+        argv = [sys.executable, "-P", "-c", "from devbox.cli import entry; entry()", *args]
+        env = os.environ | ({"DEVBOX_SSH_CONFIG": str(self.ssh_config)} if self.ssh_config else {})
         if args and args[0] in INTERACTIVE:
             with self.suspend():
-                subprocess.run(argv)
+                subprocess.run(argv, env=env)
             self.action_refresh()
             return
-        self._capture(args, argv)
+        self._capture(args, argv, env)
 
     @work(thread=True, group="act")
-    def _capture(self, args: list[str], argv: list[str]) -> None:
+    def _capture(self, args: list[str], argv: list[str], env: dict[str, str]) -> None:
         done = subprocess.run(
-            argv, capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL
+            argv, capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL, env=env
         )
         body = Text(done.stdout)
         if done.stderr:

@@ -39,7 +39,7 @@ class NewBoxScreen(ModalScreen[NewBox | None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="form"):
             yield Label(f"New box on [b]{self.view.host.name}[/b]", id="form-title")
-            yield Input(placeholder="name (letters, digits, - and _)", id="name")
+            yield Input(placeholder="name (lowercase letters, digits and -)", id="name")
             yield Input(value=self.image, placeholder="base image", id="image")
             yield Label("GPUs")
             yield from self._gpu_boxes()
@@ -52,6 +52,9 @@ class NewBoxScreen(ModalScreen[NewBox | None]):
             with Horizontal(id="form-buttons"):
                 yield Button("Create", variant="primary", id="create")
                 yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#name", Input).focus()  # typing goes to the name at once
 
     def _gpu_boxes(self) -> ComposeResult:
         report = self.view.gpus
@@ -134,6 +137,29 @@ class ConfirmRemove(ModalScreen[str | None]):
         self.dismiss(choice or None)
 
 
+class Confirm(ModalScreen[bool]):
+    """A yes/no question for an action that costs running work (stop, restart, kill a job)."""
+
+    BINDINGS = [
+        Binding("y", "choose(True)", "Yes"),
+        Binding("n,escape", "choose(False)", "No"),
+    ]
+
+    def __init__(self, question: str, consequence: str) -> None:
+        super().__init__()
+        self.question = question
+        self.consequence = consequence
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm"):
+            yield Label(Text(self.question, style="bold"))
+            yield Label(Text(self.consequence))
+            yield Label("y: yes   n: no")
+
+    def action_choose(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
 class Prompt(ModalScreen[str | None]):
     """One line of input (a job's command, a devbox command); Enter submits, Escape cancels."""
 
@@ -169,7 +195,7 @@ class Output(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="output"):
-            yield Label(self.title_text, id="output-title")
+            yield Label(Text(self.title_text), id="output-title")  # a typed command: not markup
             with VerticalScroll():
                 yield Static(self.body, id="output-body")
 

@@ -80,6 +80,13 @@ def test_stopped_box_frees_its_gpus_and_cannot_start_while_someone_else_holds_th
     # The hint offers what `start` takes, not `up`'s GPU flags.
     assert f"devbox start {first} --share-gpus" in refused.stderr
     assert "--gpu-count" not in refused.stderr and "--gpus" not in refused.stderr
+    # And what it offers works: the box starts beside the other, on the same GPU (it used to be
+    # started, called outraced by its own label and stopped again).
+    user.ok("start", first, "--share-gpus")
+    running = {b["name"]: b for b in json.loads(user.ok("ls", "--json").stdout)}
+    assert running[first]["status"] == running[second]["status"] == "running"
+    assert running[first]["gpus"] == running[second]["gpus"] == ["2"]
+    user.ok("stop", first)
     user.ok("rm", second)
     user.ok("start", first)
 

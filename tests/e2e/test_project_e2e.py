@@ -82,6 +82,28 @@ def test_declared_jobs_run_by_name_with_the_box_s_environment(user: User, checko
     assert user.ok("run", name, "--wait", "--", "echo train").stdout == "train\n"
 
 
+def test_the_file_describes_the_whole_box_and_up_name_of_its_box_uses_it(
+    user: User, checkout: Path, name: str
+) -> None:
+    user.ok("up", cwd=checkout)
+    path = checkout / "devbox.yaml"
+    # A key taken out (gpu_count) and one added (sudo: false) are changes, as an edited value is.
+    path.write_text(path.read_text().replace("gpu_count: 1\n", "") + "sudo: false\n")
+    refused = user.devbox("up", cwd=checkout)
+    assert refused.returncode == 2, refused.stderr
+    assert "already exists with other options" in refused.stderr
+    assert "sudo True → False" in refused.stderr and "gpus 1 free → none" in refused.stderr
+    assert json.loads(user.ok("ls", "--json").stdout)  # nothing was removed
+    user.ok("up", name, cwd=checkout)  # `up NAME` means "start it": only typed flags compare
+    user.ok("rm", name)  # home kept
+    # `up NAME` of the project's box, in its folder, makes it from the file (not the defaults).
+    user.ok("up", name, cwd=checkout / "src")
+    box = _box(user, name)
+    assert box["workdir"] == "/workspace" and box["gpus"] == []
+    assert user.ssh(box["ssh_alias"], "cat /workspace/data/train.csv; sudo -n true").returncode != 0
+    assert user.ssh(box["ssh_alias"], "cat /workspace/data/train.csv").stdout == "x,y\n"
+
+
 def test_flags_override_the_file(user: User, checkout: Path, name: str) -> None:
     user.ok("up", "--gpus", "none", "--env", "GREETING=flag", "--workdir", "/srv", cwd=checkout)
     box = _box(user, name)
@@ -131,7 +153,7 @@ def test_init_writes_a_starter_that_up_reads_and_never_overwrites(user: User, na
     _own(user, folder)
     assert "Wrote" in user.ok("init", cwd=folder).stdout
     starter = (folder / "devbox.yaml").read_text()
-    assert f"name: {name}" in starter
+    assert f'name: "{name}"' in starter
     again = user.devbox("init", cwd=folder)
     assert again.returncode == 2 and "already exists" in again.stderr
     assert (folder / "devbox.yaml").read_text() == starter

@@ -71,7 +71,7 @@ def test_stop_start_and_remove_act_on_the_real_container_and_keep_the_home_volum
 ) -> None:
     user.ok("up", name)
     seen = pilot(user, "act", name)
-    assert seen["states"] == ["exited", "running", None]
+    assert seen["states"] == ["running", "exited", "running", None]
     assert not client.containers.list(all=True, filters={"label": f"devbox.name={name}"})
     volumes = client.volumes.list(filters={"label": f"devbox.name={name}"})
     assert volumes, "remove must keep the home volume unless asked"
@@ -95,6 +95,17 @@ def test_acting_on_a_colleagues_box_is_refused_and_shown_dimmed(
     assert any(f"belongs to {colleague.name}" in t for t in seen["told"])
     assert seen["screen"] != "ConfirmRemove"
     assert client.containers.list(filters={"label": f"devbox.name={name}"})[0].status == "running"
+
+
+def test_a_typed_command_holding_markup_is_shown_as_text_and_a_follower_is_refused(user: User) -> None:
+    # `[/oops]` parsed as markup ended the app with a MarkupError (and exit 0).
+    seen = pilot(user, "command", "jobs [/oops]")
+    assert seen["screen"] == "Output"
+    assert "devbox jobs '[/oops]' (exit " in seen["title"]
+    # A command that runs until stopped would run unseen and hold up quitting: refused, said why.
+    seen = pilot(user, "command", "logs somebox train -f")
+    assert seen["screen"] == "Screen"
+    assert any("runs until stopped" in t for t in seen["told"])
 
 
 def test_readonly_offers_no_actions_and_changes_nothing(user: User, client, box: str) -> None:
@@ -167,7 +178,16 @@ def test_in_a_real_terminal_it_shows_box_gpu_and_holder_acts_on_a_key_and_q_rest
         wait_for("Keys")
         tmux("send-keys", "-t", "tui", "Escape")
         time.sleep(0.5)
-        tmux("send-keys", "-t", "tui", "x")  # stop the (only, selected) box
+        # Enter opens a shell in the selected box (the table used to take the key for itself).
+        tmux("send-keys", "-t", "tui", "Enter")
+        time.sleep(2)
+        tmux("send-keys", "-t", "tui", "echo IN-BOX-$((6*7))", "Enter")
+        wait_for("IN-BOX-42")
+        tmux("send-keys", "-t", "tui", "exit", "Enter")
+        wait_for("H100")  # back in the TUI
+        tmux("send-keys", "-t", "tui", "x")  # stop the (only, selected) box, once confirmed
+        wait_for(f"Stop {name}?")
+        tmux("send-keys", "-t", "tui", "y")
         deadline = time.monotonic() + 60
         while (
             client.containers.list(all=True, filters={"label": f"devbox.name={name}"})[0].status != "exited"

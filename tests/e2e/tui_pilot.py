@@ -117,7 +117,16 @@ async def form(pilot, bad: str, good: str) -> dict[str, object]:
 async def act(pilot, name: str) -> dict[str, object]:
     seen = []
     await select(pilot, name)
+    # Stopping ends the box's jobs: it asks first, and `n` leaves the box running.
     await pilot.press("x")
+    await until(pilot, lambda: type(pilot.app.screen).__name__ == "Confirm", what="stop asked")
+    await pilot.press("n")
+    await until(pilot, lambda: type(pilot.app.screen).__name__ == "Screen", what="stop declined")
+    await pilot.pause(1.5)  # a refresh, which would show a stop had one begun
+    seen.append(state_of(pilot.app, name))
+    await pilot.press("x")
+    await until(pilot, lambda: type(pilot.app.screen).__name__ == "Confirm", what="stop asked again")
+    await pilot.press("y")
     await until(pilot, lambda: state_of(pilot.app, name) == "exited", what="stopped")
     seen.append(state_of(pilot.app, name))
     await select(pilot, name)
@@ -226,7 +235,26 @@ async def unreachable(pilot, flaky: str, live: str) -> dict[str, object]:
     }
 
 
+async def command(pilot, line: str) -> dict[str, object]:
+    """A `:` command typed as is; what the app shows for it."""
+    await until(pilot, lambda: bool(pilot.app.views), what="first refresh")
+    await pilot.press("colon")
+    await until(pilot, lambda: type(pilot.app.screen).__name__ == "Prompt", what="prompt")
+    pilot.app.screen.query_one("#prompt-input").value = line
+    await pilot.press("enter")
+    await until(pilot, lambda: type(pilot.app.screen).__name__ != "Prompt", what="prompt closed")
+    await until(
+        pilot,
+        lambda: type(pilot.app.screen).__name__ == "Output" or bool(pilot.app.told),
+        what="the command's output or a notice",
+    )
+    screen = pilot.app.screen
+    title = str(screen.query_one("#output-title").render()) if type(screen).__name__ == "Output" else ""
+    return {"screen": type(screen).__name__, "title": title, **panels(pilot.app)}
+
+
 SCENARIOS = {
+    "command": command,
     "unreachable": unreachable,
     "lag": lag,
     "see": see,

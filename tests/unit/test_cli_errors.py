@@ -260,6 +260,19 @@ def test_a_bad_connect_timeout_is_refused_before_a_host_is_saved(home: Path) -> 
     assert not (home / ".config" / "devbox" / "hosts.yaml").exists()
 
 
+def test_host_add_of_a_server_that_fails_its_check_keeps_it_and_exits_1(home: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port on 127.0.0.1 nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = devbox(home, "host", "add", "dead", f"nobody@127.0.0.1:{port}")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAIL" in proc.stdout
+    assert "error: dead is added but failed a check above" in one_error_line(proc)
+    assert "dead:" in (home / ".config" / "devbox" / "hosts.yaml").read_text()
+
+
 TEARDOWN_CHECK = """
 import atexit, sys, threading, time
 
