@@ -493,7 +493,8 @@ def test_a_silent_server_is_one_unreachable_row_within_the_deadline(
     laptop.ok("host", "add", "gpu1", "gpu1")
     laptop.ok("up", "alive", "--host", "gpu1")
     with SilentServer() as silent:
-        laptop.ok("host", "add", "hung", f"someone@{LOCALHOST}:{silent.port}")
+        added = laptop.devbox("host", "add", "hung", f"someone@{LOCALHOST}:{silent.port}")
+        assert added.returncode == 1 and "hung is added but failed a check" in added.stderr  # saved
         started = time.monotonic()
         proc = laptop.ok("ls")
         elapsed = time.monotonic() - started
