@@ -255,8 +255,6 @@ def up(
     described = record.spec_flags(rec) if rec else proj.options if proj else {}
     if proj is not None:
         described = {**described, "name": proj.box_name}
-        if build_args or build_context:  # typed on top of the file's build (see _typed_build)
-            described.pop("build", None)
     from_file = _not_typed(ctx, described)
     values.update(from_file)
     host = values.pop("host")
@@ -337,6 +335,8 @@ def _not_typed(ctx: click.Context, options: dict[str, object]) -> dict[str, obje
         typed |= {"gpus_text", "gpu_count"}  # --gpus replaces the file's gpu_count, and the other way round
     if typed & {"image", "build_file"}:
         typed |= {"image", "build"}  # --image or --build replaces the file's image and build
+    if typed & {"build_args", "build_context"}:
+        typed.add("build")  # applied to the file's build by _typed_build, which replaces it
     if "no_sudo" in typed:
         typed.add("sudo")
     return {k: v for k, v in options.items() if k not in typed}

@@ -120,16 +120,17 @@ class Engine:
         login = tunnel.open()
         remote = host.docker_socket or _socket_path(host.name, login.docker_host)
         local = tunnel.forward(remote)
+        link, hint = f"the connection to {host.name}", _LINK_HINT.format(host=host.name)
         try:
             client = docker.DockerClient(base_url=f"unix://{local}", timeout=60)  # asks its API version
         except docker.errors.DockerException as exc:
             if _link_lost(exc):  # the ssh link dropped, not Docker's doing
-                raise _lost(f"the connection to {host.name}", exc, host.name) from None
+                raise _lost(link, exc, hint) from None
             raise DevboxError(
                 f"cannot reach the Docker engine on {host.name} ({remote} there): {describe_error(exc)}",
                 f"check that Docker runs on {host.name} and that {login.name} is in its docker group",
             ) from None
-        _one_pool(client, f"the connection to {host.name}", _LINK_HINT.format(host=host.name))
+        _one_pool(client, link, hint)
         return cls(client, f"{host.name}:{remote}", host, tunnel, login)
 
     @property
@@ -408,7 +409,7 @@ def _one_pool(client: docker.DockerClient, link: str, hint: str) -> None:
         try:
             return send(*args, **kwargs)
         except requests.exceptions.ConnectionError as exc:
-            raise DevboxError(f"lost {link}: {describe_error(exc)}", hint) from None
+            raise _lost(link, exc, hint) from None
 
     adapter.send = checked_send
 
@@ -419,8 +420,8 @@ def _link_lost(exc: BaseException) -> bool:
     return isinstance(exc.__context__, requests.exceptions.ConnectionError)
 
 
-def _lost(link: str, exc: BaseException, host: str) -> DevboxError:
-    return DevboxError(f"lost {link}: {describe_error(exc)}", _LINK_HINT.format(host=host))
+def _lost(link: str, exc: Exception, hint: str) -> DevboxError:
+    return DevboxError(f"lost {link}: {describe_error(exc)}", hint)
 
 
 def _socket_path(host: str, docker_host: str) -> str:

@@ -63,3 +63,11 @@ def load_yaml(text: str) -> Any:
             return super().compose_node(parent, index)
 
     return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader
+
+
+def yaml_problem(path: Path, exc: Exception) -> str:
+    """A YAMLError as one line: `PATH:LINE: not valid YAML: PROBLEM`."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}" if mark else str(path)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())[:300]
+    return f"{where}: not valid YAML: {problem}"

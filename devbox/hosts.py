@@ -150,11 +150,7 @@ def load() -> HostsConfig:
     try:
         raw = files.load_yaml(text) or {}
     except yaml.YAMLError as exc:
-        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise DevboxError(
-            f"cannot read {where}: {problem or _first_line(exc)}", "fix or delete the file"
-        ) from None
+        raise DevboxError(files.yaml_problem(path, exc), "fix or delete the file") from None
     except RecursionError:
         # PyYAML's composer recurses once per nesting level; hosts.yaml nests two levels.
         raise DevboxError(f"cannot read {path}: nested too deeply", "fix or delete the file") from None
@@ -184,8 +180,8 @@ def load() -> HostsConfig:
 
 
 def _text(entry: dict, key: str, host: object, required: bool = True) -> str:
-    """A hand-editable value: text (a number too), never a list or mapping (their text can be
-    gigabytes, through YAML aliases) or an empty `ssh:` (that would be a server named None)."""
+    """A hand-editable value: text (a number too), never a list or mapping, nor an empty `ssh:`
+    (that would be a server named None)."""
     value = entry[key] if required else entry.get(key)
     where = f"{host}.{key}" if host != "" else key
     if value is None or value == "":

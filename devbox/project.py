@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from devbox import files
 from devbox.errors import UsageError
 
 FILENAMES = ("devbox.yaml", "devbox.yml")
@@ -131,12 +132,7 @@ def load(path: Path) -> Project:
     try:
         root = yaml.compose(text, Loader=_loader())
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ProjectError(
-            f"{where}: not valid YAML: {problem}", "check the indentation and quoting"
-        ) from None
+        raise ProjectError(files.yaml_problem(path, exc), "check the indentation and quoting") from None
     project = Project(path)
     if root is None:
         return project

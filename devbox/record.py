@@ -476,10 +476,7 @@ def load(path: Path) -> Record:
     try:
         data = files.load_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UsageError(f"{where}: not valid YAML: {problem}", _LOAD_HINT) from None
+        raise UsageError(files.yaml_problem(path, exc), _LOAD_HINT) from None
     except RecursionError:
         # PyYAML's composer recurses once per nesting level; a record nests three levels.
         raise UsageError(f"{path}: not valid YAML: nested too deeply", _LOAD_HINT) from None

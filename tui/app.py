@@ -466,16 +466,17 @@ class DevboxApp(App[None]):
             return
         view, box = found
 
-        def go(yes: bool | None = True) -> None:
-            if yes:
-                self._act(
-                    f"{doing} {box.name}", view.host, lambda e: f"{box.name}: {call(e, box.name).status}"
-                )
-
+        act = partial(
+            self._act, f"{doing} {box.name}", view.host, lambda e: f"{box.name}: {call(e, box.name).status}"
+        )
         if ask:
-            self.push_screen(Confirm(f"{ask} {box.name}?", _STOPS_JOBS), go)
+            self._confirmed(f"{ask} {box.name}?", _STOPS_JOBS, act)
         else:
-            go()
+            act()
+
+    def _confirmed(self, question: str, consequence: str, act: Callable[[], object]) -> None:
+        """`act` once the user says yes to `question` (for what costs running work)."""
+        self.push_screen(Confirm(question, consequence), lambda yes: act() if yes else None)
 
     def _warn(self, line: str) -> None:
         """An ssh-entry warning from a worker: the box is fine, the user's ssh config needs a hand."""
@@ -621,17 +622,13 @@ class DevboxApp(App[None]):
         view, box = found
         name = self.selected_job
 
-        def go(yes: bool | None) -> None:
-            if yes:
-                self._act(
-                    f"killing {name}",
-                    view.host,
-                    lambda e: f"job {name}: {jobs.kill(e, box, name).describe()}",
-                )
-
-        self.push_screen(
-            Confirm(f"Kill job {name} in {box.name}?", "Its process gets TERM; its log stays."), go
+        act = partial(
+            self._act,
+            f"killing {name}",
+            view.host,
+            lambda e: f"job {name}: {jobs.kill(e, box, name).describe()}",
         )
+        self._confirmed(f"Kill job {name} in {box.name}?", "Its process gets TERM; its log stays.", act)
 
     def action_command(self) -> None:
         self.push_screen(Prompt("devbox command", "e.g. ls --all, jobs mybox, gpus"), self._run_command)

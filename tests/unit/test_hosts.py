@@ -227,7 +227,7 @@ def test_yaml_aliases_are_refused_before_they_are_expanded() -> None:
 
     with pytest.raises(DevboxError) as info:
         hosts.load()
-    assert info.value.message == f"cannot read {path}:3: aliases (*name) are not allowed here"
+    assert info.value.message == f"{path}:3: not valid YAML: aliases (*name) are not allowed here"
 
 
 def test_undecodable_hosts_file_is_an_error_naming_the_file() -> None:
